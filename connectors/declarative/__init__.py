@@ -1,0 +1,1 @@
+"""Declarative sources: a YAML file, validated and compiled, instead of Python code."""

@@ -1,0 +1,98 @@
+"""The connector seam: the protocol every connector implements and how connectors are found.
+
+A connector reads one source system. The gateway builds it from the source's configuration with its I/O
+injected (:class:`ConnectorContext`: an HTTP client factory, the retry policy, the clock, secrets), then:
+
+- ``check()`` proves connectivity and credentials (raises ``AuthError`` / ``SourceUnavailable``);
+- ``read(stream, cursor)`` yields :class:`Page` objects from the saved cursor, each with the cursor value that
+  is safe to commit once the page is stored;
+- ``normalize(record)`` turns one source record into work items (raises ``NormalizeError`` for a bad record).
+
+Connector kinds are registered under the ``kpigw.connectors`` entry-point group; a third-party package adds
+one by declaring ``[project.entry-points."kpigw.connectors"] mykind = "pkg.module:MyConnector"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import httpx
+
+from gateway.errors import ConfigError
+from gateway.retry import RetryPolicy
+from gateway.types import SourceRecord, WorkItem
+
+ENTRY_POINT_GROUP = "kpigw.connectors"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordProblem:
+    """A record that could not even be read into a ``SourceRecord`` (bad shape, failed sub-request)."""
+
+    key: str
+    payload: Any
+    reason: str
+    error_kind: str = "ProtocolError"
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    records: Sequence[SourceRecord]
+    checkpoint: str | None
+    problems: Sequence[RecordProblem] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    ok: bool
+    detail: str
+    streams: Sequence[str] = ()
+
+
+@dataclass
+class ConnectorContext:
+    """Everything a connector may touch outside itself; tests hand in their own."""
+
+    http_client: Callable[..., httpx.Client]
+    retry: RetryPolicy
+    now: Callable[[], datetime]
+    secrets: Callable[[str], str]
+    config_dir: Path
+    observe_request: Callable[[str, str, str, float], None] = field(default=lambda *_: None)
+
+
+@runtime_checkable
+class Connector(Protocol):
+    name: str
+
+    def streams(self) -> Sequence[str]: ...
+
+    def check(self) -> CheckResult: ...
+
+    def read(self, stream: str, cursor: str | None) -> Iterator[Page]: ...
+
+    def normalize(self, record: SourceRecord) -> Sequence[WorkItem]: ...
+
+    def close(self) -> None: ...
+
+
+class ConnectorFactory(Protocol):
+    def __call__(self, *, name: str, config: Mapping[str, Any], context: ConnectorContext) -> Connector: ...
+
+
+def connector_kinds() -> dict[str, ConnectorFactory]:
+    """Installed connector kinds by name, from the entry-point group."""
+    return {ep.name: ep.load() for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def build_connector(kind: str, *, name: str, config: Mapping[str, Any], context: ConnectorContext) -> Connector:
+    kinds = connector_kinds()
+    if kind not in kinds:
+        known = ", ".join(sorted(kinds)) or "none"
+        raise ConfigError(f"unknown connector kind {kind!r}; installed kinds: {known}", source=name)
+    return kinds[kind](name=name, config=config, context=context)

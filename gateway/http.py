@@ -1,0 +1,142 @@
+"""The one HTTP client factory and the guarded ``fetch`` every connector call goes through.
+
+- timeouts on connect/read/write/pool, plus an **overall deadline per call** (a slow drip that stays under the
+  read timeout still ends);
+- a **response size cap**, enforced while streaming, before the body is held in memory;
+- **no cross-host redirects**: the client never follows redirects itself; ``fetch`` follows at most three,
+  same scheme, host and port, and only for GET;
+- connection limits; and httpx errors translated into the gateway's tree (``SourceUnavailable``,
+  ``AuthError``, ``ProtocolError``) right here, so httpx never reaches the sync engine.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from gateway.errors import AuthError, ProtocolError, SourceUnavailable
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    deadline: float = 60.0
+    max_bytes: int = 32 * 1024 * 1024
+    max_connections: int = 10
+
+
+def make_http_client(
+    *,
+    base_url: str = "",
+    limits: HttpLimits | None = None,
+    headers: dict[str, str] | None = None,
+    transport: httpx.BaseTransport | None = None,
+    verify: Any = True,
+    cert: Any = None,
+) -> httpx.Client:
+    limits = limits or HttpLimits()
+    return httpx.Client(
+        base_url=base_url,
+        headers={"User-Agent": "kpi-gateway/0.1", **(headers or {})},
+        timeout=httpx.Timeout(limits.read_timeout, connect=limits.connect_timeout),
+        limits=httpx.Limits(max_connections=limits.max_connections, max_keepalive_connections=limits.max_connections),
+        follow_redirects=False,
+        transport=transport,
+        verify=verify,
+        cert=cert,
+    )
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
+
+
+def fetch(
+    client: httpx.Client,
+    request: httpx.Request,
+    *,
+    limits: HttpLimits,
+    source: str | None = None,
+    check_status: bool = True,
+) -> tuple[httpx.Response, bytes]:
+    """Send ``request`` and read the whole body within the deadline and the size cap."""
+    started = time.monotonic()
+    for _hop in range(4):
+        try:
+            response = client.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            raise SourceUnavailable(f"timed out talking to {request.url.host}: {exc!r}", source=source) from exc
+        except httpx.TransportError as exc:
+            raise SourceUnavailable(f"cannot reach {request.url.host}: {exc!r}", source=source) from exc
+        try:
+            if response.is_redirect:
+                request = _same_host_redirect(request, response, source)
+                continue
+            body = _read_capped(response, started, limits, source)
+        finally:
+            response.close()
+        if check_status:
+            raise_for_status(response, source=source)
+        return response, body
+    raise ProtocolError("too many redirects", source=source, where=str(request.url))
+
+
+def _same_host_redirect(request: httpx.Request, response: httpx.Response, source: str | None) -> httpx.Request:
+    target = request.url.join(response.headers.get("Location", ""))
+    same = (target.scheme, target.host, target.port) == (request.url.scheme, request.url.host, request.url.port)
+    if not same or request.method != "GET":
+        raise ProtocolError(
+            f"refused redirect from {request.url.host} to {target.host} ({request.method})",
+            source=source,
+            where=str(request.url),
+        )
+    return httpx.Request("GET", target, headers=request.headers)
+
+
+def _read_capped(response: httpx.Response, started: float, limits: HttpLimits, source: str | None) -> bytes:
+    declared = response.headers.get("Content-Length")
+    if declared and declared.isdigit() and int(declared) > limits.max_bytes:
+        raise ProtocolError(f"response of {declared} bytes exceeds the {limits.max_bytes}-byte cap", source=source)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > limits.max_bytes:
+                raise ProtocolError(f"response exceeds the {limits.max_bytes}-byte cap", source=source)
+            if time.monotonic() - started > limits.deadline:
+                raise SourceUnavailable(f"call exceeded its {limits.deadline:.0f}s deadline", source=source)
+            chunks.append(chunk)
+    except httpx.TimeoutException as exc:
+        raise SourceUnavailable(f"read timed out: {exc!r}", source=source) from exc
+    except httpx.TransportError as exc:
+        raise SourceUnavailable(f"connection broke mid-response: {exc!r}", source=source) from exc
+    return b"".join(chunks)
+
+
+def raise_for_status(response: httpx.Response, *, source: str | None) -> None:
+    status = response.status_code
+    where = f"{response.request.method} {response.request.url.path}"
+    if status == 429 or status >= 500:
+        raise SourceUnavailable(f"HTTP {status}", source=source, where=where, retry_after=_retry_after(response))
+    if status in (401, 403):
+        raise AuthError(f"HTTP {status}: credentials refused", source=source, where=where)
+    if status >= 400:
+        raise ProtocolError(f"HTTP {status}", source=source, where=where)

@@ -1,0 +1,111 @@
+"""Engine construction and versioned schema migrations.
+
+SQLite (the default, a file) runs in WAL mode and opens every write transaction with ``BEGIN IMMEDIATE`` so
+two writers queue on the busy timeout instead of failing on lock upgrade. PostgreSQL is used as is; migrations
+there run under an advisory lock so replicas starting together migrate once.
+
+Migrations are numbered functions; ``schema_migration`` records which ones ran. A new column or table is a new
+migration with explicit DDL, never an edit of an old one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from gateway.store import models as m
+
+MIGRATION_LOCK_KEY = 0x4B5049_0001  # advisory lock id: "KPI" + 1
+FACT_WRITE_LOCK_KEY = 0x4B5049_0002  # serializes fact-change numbering (commit order)
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    apply: Callable[[Connection], None]
+
+
+def _v1_initial(conn: Connection) -> None:
+    tables = [
+        m.RawRecord,
+        m.WorkItemRow,
+        m.FactRow,
+        m.FactChange,
+        m.CursorRow,
+        m.SyncRun,
+        m.QuarantineRow,
+        m.PeriodClosure,
+        m.Lease,
+        m.AuditLog,
+    ]
+    m.SQLModel.metadata.create_all(conn, tables=[t.__table__ for t in tables])  # type: ignore[attr-defined]
+
+
+MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _v1_initial),)
+
+
+def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
+    """Build the store's engine; nothing connects until first use."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30})
+        _tune_sqlite(engine)
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return create_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves, below
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def migrate(engine: Engine) -> int:
+    """Apply pending migrations; returns the schema version now in force."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+        m.SQLModel.metadata.create_all(conn, tables=[m.SchemaMigration.__table__])  # type: ignore[attr-defined]
+        applied = {row[0] for row in conn.execute(text("SELECT version FROM schema_migration"))}
+        for migration in MIGRATIONS:
+            if migration.version in applied:
+                continue
+            migration.apply(conn)
+            conn.execute(
+                m.SchemaMigration.__table__.insert(),  # type: ignore[attr-defined]
+                {"version": migration.version, "description": migration.description, "applied_at": datetime.now(UTC)},
+            )
+        return max((mg.version for mg in MIGRATIONS), default=0)
+
+
+def schema_version(engine: Engine) -> int | None:
+    if not inspect(engine).has_table("schema_migration"):
+        return None
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT MAX(version) FROM schema_migration")).scalar_one_or_none()
+
+
+def lock_fact_writes(conn: Connection) -> None:
+    """Serialize fact writers until this transaction ends, so change numbers follow commit order.
+
+    On SQLite the ``BEGIN IMMEDIATE`` write lock already does this.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": FACT_WRITE_LOCK_KEY})

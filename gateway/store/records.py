@@ -1,0 +1,251 @@
+"""Raw archive, work items, cursors, sync runs and quarantine: the sync engine's writes and reads.
+
+All functions take an open ``Connection`` so the engine decides the transaction: a page's archive, work items,
+facts, quarantine entries and cursor commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, select, update
+
+from gateway.store._upsert import upsert
+from gateway.store.models import CursorRow, QuarantineRow, RawRecord, SyncRun, WorkItemRow
+from gateway.types import SourceRecord, WorkItem
+
+RAW = RawRecord.__table__  # type: ignore[attr-defined]
+WORK = WorkItemRow.__table__  # type: ignore[attr-defined]
+CURSOR = CursorRow.__table__  # type: ignore[attr-defined]
+RUN = SyncRun.__table__  # type: ignore[attr-defined]
+QUARANTINE = QuarantineRow.__table__  # type: ignore[attr-defined]
+
+
+def encode_payload(payload: Any) -> tuple[str, str]:
+    """Canonical JSON of a payload and its content hash (sorted keys: equal content, equal hash)."""
+    blob = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS, default=str)
+    return blob.decode(), hashlib.blake2b(blob, digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedRecord:
+    record: SourceRecord
+    payload_json: str
+    content_hash: str
+
+
+def archive(
+    conn: Connection, records: Sequence[SourceRecord], *, fetched_at: datetime, run_id: int | None
+) -> list[ArchivedRecord]:
+    """Append each record version not archived yet; return the records with their hashes."""
+    archived = []
+    rows = []
+    for rec in records:
+        payload_json, digest = encode_payload(rec.payload)
+        archived.append(ArchivedRecord(rec, payload_json, digest))
+        rows.append(
+            {
+                "source": rec.source,
+                "stream": rec.stream,
+                "record_key": rec.key,
+                "content_hash": digest,
+                "payload": payload_json,
+                "fetched_at": fetched_at,
+                "run_id": run_id,
+            }
+        )
+    upsert(conn, RAW, rows, conflict=("source", "stream", "record_key", "content_hash"))
+    return archived
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def save_work_items(conn: Connection, items: Sequence[tuple[WorkItem, str, str | None]], *, now: datetime) -> None:
+    """Upsert work items with their match status (mapped | unmatched | partial) and problems."""
+    rows = {}
+    for item, status, problems in items:
+        body = orjson.dumps(asdict(item), default=_json_default, option=orjson.OPT_SORT_KEYS)
+        # One row per (source, stream, record_key); a record normalizing into several items keeps the last.
+        rows[(item.source, item.stream, item.record_key)] = {
+            "source": item.source,
+            "stream": item.stream,
+            "record_key": item.record_key,
+            "item_key": item.key,
+            "kind": item.kind.value,
+            "agency": item.agency,
+            "unit": item.unit,
+            "content_hash": hashlib.blake2b(body, digest_size=16).hexdigest(),
+            "body": body.decode(),
+            "match_status": status,
+            "problems": problems,
+            "updated_at": now,
+        }
+    upsert(
+        conn,
+        WORK,
+        list(rows.values()),
+        conflict=("source", "stream", "record_key"),
+        update=("item_key", "kind", "agency", "unit", "content_hash", "body", "match_status", "problems", "updated_at"),
+    )
+
+
+def get_cursor(conn: Connection, source: str, stream: str) -> str | None:
+    row = conn.execute(select(CURSOR.c.value).where(CURSOR.c.source == source, CURSOR.c.stream == stream)).first()
+    return None if row is None else row[0]
+
+
+def set_cursor(
+    conn: Connection, source: str, stream: str, value: str | None, *, run_id: int | None, now: datetime
+) -> None:
+    upsert(
+        conn,
+        CURSOR,
+        [{"source": source, "stream": stream, "value": value, "run_id": run_id, "updated_at": now}],
+        conflict=("source", "stream"),
+        update=("value", "run_id", "updated_at"),
+    )
+
+
+def list_cursors(conn: Connection, source: str | None = None) -> list[dict[str, Any]]:
+    stmt = select(CURSOR).order_by(CURSOR.c.source, CURSOR.c.stream)
+    if source:
+        stmt = stmt.where(CURSOR.c.source == source)
+    return [dict(r._mapping) for r in conn.execute(stmt)]
+
+
+def start_run(conn: Connection, *, source: str, trigger: str, replica: str | None, now: datetime) -> int:
+    result = conn.execute(
+        RUN.insert().returning(RUN.c.id),
+        {"source": source, "trigger": trigger, "replica": replica, "started_at": now, "outcome": "running"},
+    )
+    return int(result.scalar_one())
+
+
+RUN_COUNTERS = (
+    "pages",
+    "records_read",
+    "records_archived",
+    "records_mapped",
+    "records_quarantined",
+    "facts_written",
+    "facts_retracted",
+)
+
+
+def add_run_counts(conn: Connection, run_id: int, counts: dict[str, int]) -> None:
+    if counts:
+        conn.execute(update(RUN).where(RUN.c.id == run_id).values({k: RUN.c[k] + v for k, v in counts.items()}))
+
+
+def finish_run(
+    conn: Connection,
+    run_id: int,
+    *,
+    outcome: str,
+    now: datetime,
+    error: str | None = None,
+    error_kind: str | None = None,
+) -> None:
+    conn.execute(
+        update(RUN)
+        .where(RUN.c.id == run_id)
+        .values(outcome=outcome, finished_at=now, error=error, error_kind=error_kind)
+    )
+
+
+def abandon_stale_runs(conn: Connection, *, source: str, now: datetime) -> int:
+    """Mark runs left 'running' by a process that died as failed (called while holding the source's lease)."""
+    result = conn.execute(
+        update(RUN)
+        .where(RUN.c.source == source, RUN.c.outcome == "running")
+        .values(
+            outcome="failed", finished_at=now, error="process ended before the run finished", error_kind="abandoned"
+        )
+    )
+    return int(result.rowcount or 0)
+
+
+def last_runs(conn: Connection) -> dict[str, dict[str, Any]]:
+    """The newest run of each source, plus the time of its newest successful one."""
+    out: dict[str, dict[str, Any]] = {}
+    for row in conn.execute(select(RUN).order_by(RUN.c.id)):
+        d = dict(row._mapping)
+        prev = out.get(d["source"], {})
+        d["last_success_at"] = d["finished_at"] if d["outcome"] == "success" else prev.get("last_success_at")
+        out[d["source"]] = d
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineEntry:
+    source: str
+    stream: str
+    record_key: str
+    content_hash: str
+    payload_json: str
+    stage: str
+    error_kind: str
+    reason: str
+
+
+def quarantine(conn: Connection, entries: Sequence[QuarantineEntry], *, now: datetime) -> None:
+    """File bad records; the same bad version seen again bumps its count instead of filing it twice."""
+    rows = [
+        {
+            "source": e.source,
+            "stream": e.stream,
+            "record_key": e.record_key,
+            "content_hash": e.content_hash,
+            "stage": e.stage,
+            "error_kind": e.error_kind,
+            "reason": e.reason,
+            "payload": e.payload_json,
+            "first_seen_at": now,
+            "last_seen_at": now,
+            "seen_count": 1,
+            "status": "open",
+        }
+        for e in entries
+    ]
+    upsert(
+        conn,
+        QUARANTINE,
+        rows,
+        conflict=("source", "stream", "record_key", "content_hash"),
+        update=("reason", "stage", "error_kind", "last_seen_at"),
+        extra_updates={"seen_count": lambda t, _ex: t.c.seen_count + 1},
+    )
+
+
+def resolve_quarantine(
+    conn: Connection,
+    *,
+    source: str,
+    stream: str,
+    record_keys: Sequence[str],
+    status: str,
+    now: datetime,
+    by: str = "sync",
+    note: str | None = None,
+) -> None:
+    """Close open entries of records that now went through (or were discarded)."""
+    if record_keys:
+        conn.execute(
+            update(QUARANTINE)
+            .where(
+                QUARANTINE.c.source == source,
+                QUARANTINE.c.stream == stream,
+                QUARANTINE.c.record_key.in_(list(record_keys)),
+                QUARANTINE.c.status == "open",
+            )
+            .values(status=status, resolved_at=now, resolved_by=by, resolution_note=note)
+        )

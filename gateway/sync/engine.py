@@ -1,0 +1,315 @@
+"""The sync engine: source pages in, facts and cursor out, one transaction per page.
+
+For each stream of a source, from its saved cursor, page by page, in **one transaction**:
+archive every record (raw, hashed) -> normalize -> value -> save work items -> write facts (upsert, change
+feed, retractions) -> file quarantine entries -> commit the page's checkpoint. A crash anywhere leaves the
+store at the previous page boundary; the next run re-reads from the committed cursor, and because writes are
+idempotent the outcome equals an uninterrupted run.
+
+The loop has three arms, by the error's next action: a bad record is quarantined and the page goes on; a
+transient failure that outlived the retry policy, or a stream error (auth, protocol, config), ends the stream
+with the run marked failed and the cursor at the last committed page; other streams still run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from sqlalchemy import Engine
+
+from gateway.connector import Connector, Page
+from gateway.errors import GatewayError, RecordError, StreamError, TransientError
+from gateway.metrics import Metrics
+from gateway.store import facts as fact_store
+from gateway.store import records as rec_store
+from gateway.sync.failpoints import Failpoints
+from gateway.types import Fact, WorkItem
+
+log = logging.getLogger("kpigw.sync")
+
+
+class Problem(Protocol):
+    kind: str
+    detail: str
+    quarantine: bool
+
+
+class ValuationLike(Protocol):
+    facts: Sequence[Fact]
+    unmatched: bool
+    problems: Sequence[Problem]
+
+
+class Valuer(Protocol):
+    def value(self, item: WorkItem, *, raw: Mapping[str, str]) -> ValuationLike: ...
+
+
+@dataclass
+class StreamReport:
+    stream: str
+    pages: int = 0
+    read: int = 0
+    mapped: int = 0
+    unmatched: int = 0
+    quarantined: int = 0
+    facts_written: int = 0
+    facts_retracted: int = 0
+    error: str | None = None
+    error_kind: str | None = None
+
+
+@dataclass
+class RunReport:
+    source: str
+    run_id: int
+    outcome: str = "running"
+    streams: list[StreamReport] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def read(self) -> int:
+        return sum(s.read for s in self.streams)
+
+    @property
+    def facts_written(self) -> int:
+        return sum(s.facts_written for s in self.streams)
+
+
+@dataclass
+class _PageWork:
+    items: list[tuple[WorkItem, str, str | None]] = field(default_factory=list)
+    facts: list[Fact] = field(default_factory=list)
+    origins: list[tuple[str, str, str]] = field(default_factory=list)
+    clean_keys: list[str] = field(default_factory=list)
+    quarantine: list[rec_store.QuarantineEntry] = field(default_factory=list)
+    unmatched: int = 0
+
+
+class SyncEngine:
+    """Runs syncs; one engine per process, shared by the scheduler, the API and the CLI."""
+
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        valuer: Callable[[], Valuer],
+        metrics: Metrics,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        replica: str | None = None,
+        failpoints: Failpoints | None = None,
+    ) -> None:
+        self._db = engine
+        self._valuer = valuer  # a getter: a mapping reload swaps what it returns, between pages
+        self._metrics = metrics
+        self._clock = clock
+        self._replica = replica
+        self._failpoints = failpoints or Failpoints()
+        self._running: set[str] = set()
+        self._guard = threading.Lock()
+
+    def run(self, connector: Connector, *, streams: Sequence[str] | None = None, trigger: str = "manual") -> RunReport:
+        """Sync ``connector``'s streams; never raises for source problems (they are in the report)."""
+        source = connector.name
+        with self._guard:
+            if source in self._running:
+                raise GatewayError(f"a sync of {source} is already running in this process", source=source)
+            self._running.add(source)
+        started = time.perf_counter()
+        try:
+            with self._db.begin() as conn:
+                rec_store.abandon_stale_runs(conn, source=source, now=self._clock())
+                run_id = rec_store.start_run(
+                    conn, source=source, trigger=trigger, replica=self._replica, now=self._clock()
+                )
+            report = RunReport(source=source, run_id=run_id)
+            health = self._metrics.source(source)
+            health.last_attempt = time.time()
+            for stream in streams or connector.streams():
+                report.streams.append(self._run_stream(connector, stream, run_id))
+            failed = [s for s in report.streams if s.error]
+            quarantined = any(s.quarantined for s in report.streams)
+            report.outcome = "failed" if failed else "partial" if quarantined else "success"
+            error = "; ".join(f"{s.stream}: {s.error}" for s in failed) or None
+            kinds = ",".join(sorted({s.error_kind for s in failed if s.error_kind})) or None
+            with self._db.begin() as conn:
+                rec_store.finish_run(
+                    conn, run_id, outcome=report.outcome, now=self._clock(), error=error, error_kind=kinds
+                )
+            report.seconds = time.perf_counter() - started
+            self._metrics.sync_runs.labels(source, report.outcome).inc()
+            self._metrics.sync_duration.labels(source).observe(report.seconds)
+            if not failed:
+                health.last_success = time.time()
+            log.info(
+                "sync finished",
+                extra={
+                    "source": source,
+                    "run_id": run_id,
+                    "outcome": report.outcome,
+                    "records": report.read,
+                    "seconds": round(report.seconds, 3),
+                },
+            )
+            return report
+        finally:
+            with self._guard:
+                self._running.discard(source)
+
+    def _run_stream(self, connector: Connector, stream: str, run_id: int) -> StreamReport:
+        report = StreamReport(stream=stream)
+        source = connector.name
+        with self._db.connect() as conn:
+            cursor = rec_store.get_cursor(conn, source, stream)
+        try:
+            for page in connector.read(stream, cursor):
+                self._failpoints.hit("page_fetched")
+                self._store_page(connector, stream, page, run_id, report)
+                self._failpoints.hit("page_committed")
+        except (TransientError, StreamError) as exc:
+            report.error, report.error_kind = str(exc), type(exc).__name__
+            body = getattr(exc, "body", None)
+            if isinstance(body, bytes):  # a malformed page: keep it, it is evidence
+                self._quarantine_page(source, stream, exc, body)
+                report.quarantined += 1
+            log.warning(
+                "stream failed",
+                extra={"source": source, "stream": stream, "error_kind": report.error_kind, "error": report.error},
+            )
+        return report
+
+    def _quarantine_page(self, source: str, stream: str, exc: GatewayError, body: bytes) -> None:
+        payload = {"body": body[:1_000_000].decode("utf-8", "replace"), "truncated": len(body) > 1_000_000}
+        payload_json, digest = rec_store.encode_payload(payload)
+        entry = rec_store.QuarantineEntry(
+            source, stream, f"page:{exc.where or '?'}", digest, payload_json, "fetch", type(exc).__name__, str(exc)
+        )
+        with self._db.begin() as conn:
+            rec_store.quarantine(conn, [entry], now=self._clock())
+
+    def _value_page(self, connector: Connector, archived: Sequence[rec_store.ArchivedRecord]) -> _PageWork:
+        work = _PageWork()
+        valuer = self._valuer()
+        for a in archived:
+            rec = a.record
+            try:
+                items = connector.normalize(rec)
+            except RecordError as exc:
+                work.quarantine.append(
+                    rec_store.QuarantineEntry(
+                        rec.source,
+                        rec.stream,
+                        rec.key,
+                        a.content_hash,
+                        a.payload_json,
+                        "normalize",
+                        type(exc).__name__,
+                        exc.message,
+                    )
+                )
+                continue
+            work.origins.append((rec.source, rec.stream, rec.key))
+            reasons: list[str] = []
+            for item in items:
+                valuation = valuer.value(item, raw={"content_hash": a.content_hash})
+                work.facts.extend(valuation.facts)
+                problems = [p for p in valuation.problems if p.quarantine]
+                reasons.extend(f"{p.kind}: {p.detail}" for p in problems)
+                status = "unmatched" if valuation.unmatched else "partial" if problems else "mapped"
+                work.unmatched += valuation.unmatched
+                detail = "; ".join(f"{p.kind}: {p.detail}" for p in valuation.problems) or None
+                work.items.append((item, status, detail))
+            if reasons:
+                work.quarantine.append(
+                    rec_store.QuarantineEntry(
+                        rec.source,
+                        rec.stream,
+                        rec.key,
+                        a.content_hash,
+                        a.payload_json,
+                        "map",
+                        "MappingError",
+                        "; ".join(reasons),
+                    )
+                )
+            else:
+                work.clean_keys.append(rec.key)
+        return work
+
+    def _store_page(self, connector: Connector, stream: str, page: Page, run_id: int, report: StreamReport) -> None:
+        source = connector.name
+        now = self._clock()
+        with self._db.begin() as conn:
+            archived = rec_store.archive(conn, page.records, fetched_at=now, run_id=run_id)
+            self._failpoints.hit("page_archived")
+            work = self._value_page(connector, archived)
+            for problem in page.problems:
+                payload_json, digest = rec_store.encode_payload(problem.payload)
+                work.quarantine.append(
+                    rec_store.QuarantineEntry(
+                        source, stream, problem.key, digest, payload_json, "fetch", problem.error_kind, problem.reason
+                    )
+                )
+            rec_store.save_work_items(conn, work.items, now=now)
+            written = fact_store.write_facts(conn, origins=work.origins, facts=work.facts, now=now)
+            self._failpoints.hit("facts_written")
+            rec_store.quarantine(conn, work.quarantine, now=now)
+            rec_store.resolve_quarantine(
+                conn, source=source, stream=stream, record_keys=work.clean_keys, status="resolved", now=now
+            )
+            if page.checkpoint is not None:
+                rec_store.set_cursor(conn, source, stream, page.checkpoint, run_id=run_id, now=now)
+            rec_store.add_run_counts(
+                conn,
+                run_id,
+                {
+                    "pages": 1,
+                    "records_read": len(page.records) + len(page.problems),
+                    "records_archived": len(archived),
+                    "records_mapped": len(work.items) - work.unmatched,
+                    "records_quarantined": len(work.quarantine),
+                    "facts_written": written.written,
+                    "facts_retracted": written.retracted,
+                },
+            )
+            self._failpoints.hit("before_commit")
+        self._count(source, stream, page, archived, work, written, report)
+
+    def _count(
+        self,
+        source: str,
+        stream: str,
+        page: Page,
+        archived: Sequence[Any],
+        work: _PageWork,
+        written: fact_store.FactWriteResult,
+        report: StreamReport,
+    ) -> None:
+        m = self._metrics
+        mapped = len(work.items) - work.unmatched
+        for outcome, n in (
+            ("read", len(page.records) + len(page.problems)),
+            ("archived", len(archived)),
+            ("mapped", mapped),
+            ("unmatched", work.unmatched),
+            ("quarantined", len(work.quarantine)),
+        ):
+            if n:
+                m.records.labels(source, stream, outcome).inc(n)
+        for op, n in (("insert", written.inserted), ("update", written.updated), ("retract", written.retracted)):
+            if n:
+                m.facts_written.labels(source, op).inc(n)
+        if page.checkpoint is not None:
+            m.cursor_commits.labels(source, stream).inc()
+        report.pages += 1
+        report.read += len(page.records) + len(page.problems)
+        report.mapped += mapped
+        report.unmatched += work.unmatched
+        report.quarantined += len(work.quarantine)
+        report.facts_written += written.written
+        report.facts_retracted += written.retracted
