@@ -29,7 +29,8 @@ from connectors.declarative.config import (
 from connectors.declarative.fieldmap import path_getter
 from gateway.errors import AuthError, ProtocolError
 
-Send = Callable[[httpx.Request], tuple[httpx.Response, bytes]]
+Send = Callable[..., tuple[httpx.Response, bytes]]
+"""``send(method, url, **httpx_request_kwargs)``: the connector's guarded call, relative to its base URL."""
 
 
 class AuthStrategy(Protocol):
@@ -96,8 +97,7 @@ class _LoginToken(_CachedToken):
             body[cfg.username_field] = cfg.username
         if cfg.password is not None:
             body[cfg.password_field] = cfg.password.get_secret_value()
-        request = httpx.Request(cfg.method, cfg.path, json=body if cfg.method == "POST" else None)
-        _response, raw = send(request)
+        _response, raw = send(cfg.method, cfg.path, json=body if cfg.method == "POST" else None)
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -125,7 +125,7 @@ class _OAuth2(_CachedToken):
             headers["Authorization"] = "Basic " + base64.b64encode(f"{cfg.client_id}:{secret}".encode()).decode()
         else:
             form.update(client_id=cfg.client_id, client_secret=secret)
-        _response, raw = send(httpx.Request("POST", cfg.token_url, data=form, headers=headers))
+        _response, raw = send("POST", cfg.token_url, data=form, headers=headers)
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from gateway.errors import AuthError, ProtocolError, SourceUnavailable
+from gateway.errors import AuthError, ConfigError, ProtocolError, SourceUnavailable
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,8 @@ def fetch(
     for _hop in range(4):
         try:
             response = client.send(request, stream=True)
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            raise ConfigError(f"bad source URL {request.url}: {exc}", source=source) from exc
         except httpx.TimeoutException as exc:
             raise SourceUnavailable(f"timed out talking to {request.url.host}: {exc!r}", source=source) from exc
         except httpx.TransportError as exc:

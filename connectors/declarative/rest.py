@@ -57,6 +57,8 @@ class _Stream:
 
 
 class RestConnector:
+    config_model = RestSourceConfig
+
     def __init__(self, *, name: str, config: Mapping[str, Any], context: ConnectorContext) -> None:
         self.cfg = config if isinstance(config, RestSourceConfig) else RestSourceConfig.model_validate(config)
         self.name = name
@@ -104,6 +106,9 @@ class RestConnector:
         finally:
             self._ctx.observe_request(self.name, operation, status, time.perf_counter() - started)
 
+    def _auth_send(self, method: str, url: str, **kwargs: Any) -> tuple[httpx.Response, bytes]:
+        return self._send(self.client.build_request(method, url, **kwargs), "auth")
+
     def _decode(self, body: bytes, where: str) -> Any:
         try:
             doc = orjson.loads(body)
@@ -133,7 +138,7 @@ class RestConnector:
                 url = str(params["__url__"]) if params and "__url__" in params else path
                 query = {k: v for k, v in (params or {}).items() if k != "__url__"}
                 request = self.client.build_request(method, url, params=query)
-                self._auth.apply(request, self._send)
+                self._auth.apply(request, self._auth_send)
                 try:
                     _response, body = self._send(request, operation)
                     return self._decode(body, f"{method} {path}")
