@@ -183,6 +183,50 @@ def _register_optional(sub: Any) -> None:
     register(sub)
 
 
+class _AnyEnv(dict[str, str]):
+    """Environment stand-in for loading a source only to normalize: every variable 'exists' and is empty."""
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def _mapping_context(args: argparse.Namespace, settings: Any) -> Any:
+    """What the mapping commands need, built lazily: nothing connects or reads sources unless a command asks."""
+    from gateway.connector import ConnectorContext
+    from gateway.mapping.cli import MappingCliContext
+    from gateway.sources import load_sources
+    from gateway.store import make_engine, migrate
+
+    database_url = args.database_url or settings.database_url
+    sources_dir = args.sources_dir or settings.sources_dir
+
+    def engine_factory() -> Any:
+        engine = make_engine(database_url)
+        migrate(engine)
+        return engine
+
+    def normalizer_for(source: str) -> Any:
+        # normalizing archived records needs the source's field map, never its network or credentials
+        from gateway.retry import RetryPolicy
+
+        spec = load_sources(sources_dir, env=_AnyEnv())[source]
+
+        def no_network(**_kwargs: Any) -> Any:
+            raise GatewayError(f"re-mapping never calls the source {source!r}")
+
+        from datetime import UTC, datetime
+
+        context = ConnectorContext(http_client=no_network, retry=RetryPolicy.instant(), now=lambda: datetime.now(UTC),
+                                   secrets=lambda name: "", config_dir=sources_dir)
+        return spec.build(context).normalize
+
+    return MappingCliContext(mappings_dir=args.mappings_dir or settings.mappings_dir, engine_factory=engine_factory,
+                             normalizer_for=normalizer_for)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from gateway import logs
     from gateway.settings import Settings
@@ -190,6 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings()
     logs.configure(settings.log_level, json=settings.log_json)
+    args.ctx = _mapping_context(args, settings)
     try:
         return int(args.func(args))
     except GatewayError as exc:
