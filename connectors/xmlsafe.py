@@ -18,6 +18,7 @@ parse: the caller decides whether a retry may help).
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -76,6 +77,16 @@ def safe_parser() -> etree.XMLParser:
     )
 
 
+_LOCAL = threading.local()
+
+
+def _thread_parser() -> etree.XMLParser:
+    parser: etree.XMLParser | None = getattr(_LOCAL, "parser", None)
+    if parser is None:
+        parser = _LOCAL.parser = safe_parser()
+    return parser
+
+
 @cache
 def _depth_probe(max_depth: int) -> etree.XPath:
     # An element at depth max_depth + 1 exists iff this absolute path matches; evaluated in C.
@@ -89,13 +100,16 @@ _XML_DECL = re.compile(r"^\ufeff?\s*<\?xml[^>]*\?>")
 def parse_xml(data: bytes | str, *, limits: XmlLimits = DEFAULT_LIMITS, what: str = "document") -> Any:
     """Parse ``data`` with the hardened parser and return the root element (an ``lxml`` element)."""
     # Text (a payload decoded from a string element) is re-encoded as UTF-8; its declaration would lie.
-    raw = _XML_DECL.sub("", data, count=1).encode("utf-8") if isinstance(data, str) else data
+    if isinstance(data, str):
+        raw = (_XML_DECL.sub("", data, count=1) if data.startswith(("<?", "\ufeff", " ", "\n")) else data).encode()
+    else:
+        raw = data
     if len(raw) > limits.max_bytes:
         raise UnsafeXml(f"{what} of {len(raw)} bytes exceeds the {limits.max_bytes}-byte cap", reason="too_large")
     if any(marker in raw for marker in _DTD_MARKERS):
         raise UnsafeXml(f"{what} carries a DTD or entity declaration; refused", reason="dtd")
     try:
-        root = etree.fromstring(raw, parser=safe_parser())
+        root = etree.fromstring(raw, parser=_thread_parser())
     except etree.XMLSyntaxError as exc:
         message = str(exc)
         if "Excessive depth" in message or "Resource limit" in message or "too long" in message:

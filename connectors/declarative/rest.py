@@ -216,8 +216,9 @@ class RestConnector:
                 raise ProtocolError(
                     f"records path {s.cfg.records!r} is not a list", source=self.name, stream=stream, where=s.cfg.path
                 )
+            fresh = paginator.fresh(items)  # before next(): it moves the keyset bound to this page's end
             next_params = paginator.next(doc, items)
-            records, problems, high = self._records(s, paginator.fresh(items), high)
+            records, problems, high = self._records(s, fresh, high)
             sorted_source = s.cfg.cursor is not None and s.cfg.cursor.sorted
             last_page = next_params is None
             checkpoint = high.isoformat() if high is not None and (sorted_source or last_page) else None
