@@ -38,6 +38,13 @@ def start_standins() -> StandIns:
     server = out.stack.enter_context(serve_in_thread(create_eoffice_app(eoffice)))
     out.env.update(EOFFICE_URL=server.url, EOFFICE_USER=eoffice.username, EOFFICE_PASSWORD=eoffice.password)
     out.advancers.append(lambda: eoffice.advance(days=1))
+
+    from gateway.standins.edoc_hub import SANDBOX_TOKEN, EdocHubState, create_edoc_hub_app
+
+    hub = EdocHubState(eoffice=eoffice)  # the same documents, seen through the provincial eDoc hub
+    hub_server = out.stack.enter_context(serve_in_thread(create_edoc_hub_app(hub)))
+    out.env.update(EDOC_HUB_URL=hub_server.url, EDOC_HUB_TOKEN=SANDBOX_TOKEN)
+    out.advancers.append(lambda: hub.advance(seconds=86_400))
     return out
 
 
