@@ -157,10 +157,9 @@ class RestConnector:
 
     def check(self) -> CheckResult:
         first = next(iter(self._streams.values()))
-        params = dict(first.cfg.params)
-        if first.cfg.cursor:
-            params = self._render_params(first, self._lower_bound(first, None))
-        params.update(build_paginator(first.cfg.paginator, **self._keyset_args(first, None)).first())
+        lower = self._lower_bound(first, None)
+        params = self._render_params(first, lower)
+        params.update(build_paginator(first.cfg.paginator, **self._keyset_args(first, lower)).first())
         doc = self.call(first.cfg.method, first.cfg.path, params, operation=first.name)
         records = first.records_at(doc)
         if not isinstance(records, list):
