@@ -101,8 +101,11 @@ def write_eoffice_source(directory: Path, *, page_size: int = 500, **stream_over
 
 @pytest.fixture
 def eoffice_env(eoffice: RunningServer, eoffice_state: EOfficeState) -> dict[str, str]:
-    return {"EOFFICE_URL": eoffice.url, "EOFFICE_USER": eoffice_state.username,
-            "EOFFICE_PASSWORD": eoffice_state.password}
+    return {
+        "EOFFICE_URL": eoffice.url,
+        "EOFFICE_USER": eoffice_state.username,
+        "EOFFICE_PASSWORD": eoffice_state.password,
+    }
 
 
 RuntimeFactory = Callable[..., Runtime]

@@ -10,8 +10,13 @@ from gateway.errors import ConfigError
 from gateway.sources import load_source, load_sources
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {"EOFFICE_PASSWORD": "x", "EDOC_HUB_TOKEN": "x", "EDOC_HUB_ORGAN_ID": "x", "LGSP_CLIENT_SECRET": "x",
-       "VXP_SECRET": "x"}
+ENV = {
+    "EOFFICE_PASSWORD": "x",
+    "EDOC_HUB_TOKEN": "x",
+    "EDOC_HUB_ORGAN_ID": "x",
+    "LGSP_CLIENT_SECRET": "x",
+    "VXP_SECRET": "x",
+}
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -28,7 +33,9 @@ def test_every_shipped_source_file_loads() -> None:
 
 
 def test_a_literal_password_is_refused_with_file_line_and_key(tmp_path: Path) -> None:
-    path = _write(tmp_path, """name: demo
+    path = _write(
+        tmp_path,
+        """name: demo
 kind: rest
 base_url: http://127.0.0.1:1
 id_system: ioffice
@@ -37,7 +44,8 @@ auth:
   username: kpigw
   password: hunter2
 streams: {}
-""")
+""",
+    )
     with pytest.raises(ConfigError) as info:
         load_source(path, env={})
     message = str(info.value)
@@ -46,7 +54,9 @@ streams: {}
 
 
 def test_unknown_keys_and_missing_env_are_all_reported(tmp_path: Path) -> None:
-    path = _write(tmp_path, """name: demo
+    path = _write(
+        tmp_path,
+        """name: demo
 kind: rest
 base_url: "${NOT_SET_ANYWHERE}"
 id_system: ioffice
@@ -58,7 +68,8 @@ streams:
     key: id
     paginatr: {type: offset}
     normalize: {kind: task, key: "t:{id}", agency: unit}
-""")
+""",
+    )
     with pytest.raises(ConfigError) as info:
         load_source(path, env={})
     assert f"{path}:3:1" in str(info.value) and "NOT_SET_ANYWHERE" in str(info.value)
@@ -80,13 +91,16 @@ def test_duplicate_keys_and_unknown_kinds_are_refused(tmp_path: Path) -> None:
 def test_secret_from_a_file_reference(tmp_path: Path) -> None:
     secret = tmp_path / "pw"
     secret.write_text("s3cret\n")
-    path = _write(tmp_path, f"""name: demo
+    path = _write(
+        tmp_path,
+        f"""name: demo
 kind: rest
 base_url: http://127.0.0.1:1
 id_system: ioffice
 auth: {{type: basic, username: u, password: "${{file:{secret}}}"}}
 streams: {{}}
-""")
+""",
+    )
     spec = load_source(path, env={})
     assert spec.config.auth.password.get_secret_value() == "s3cret"
     assert "s3cret" not in repr(spec.config)

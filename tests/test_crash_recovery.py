@@ -126,7 +126,9 @@ def test_killed_at_a_failpoint_then_restarted_equals_an_uninterrupted_run(
     _assert_same_as_reference(store_url, reference)
     if failpoint.startswith("page_committed"):  # it died after committing pages: those were not read twice
         db = make_engine(store_url)
-        assert count(db, "SELECT count(*) FROM raw_record") == count(db, "SELECT count(DISTINCT record_key || stream) FROM raw_record")
+        assert count(db, "SELECT count(*) FROM raw_record") == count(
+            db, "SELECT count(DISTINCT record_key || stream) FROM raw_record"
+        )
         db.dispose()
 
 

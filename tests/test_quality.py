@@ -20,8 +20,13 @@ def _tool(name: str) -> list[str]:
 
 
 def test_ruff_is_clean() -> None:
-    result = subprocess.run([*_tool("ruff"), "check", "gateway", "connectors", "tests", "bench"], cwd=ROOT,
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [*_tool("ruff"), "check", "gateway", "connectors", "tests", "bench"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -10,8 +10,8 @@ from pydantic import SecretStr
 
 from gateway.retry import RetryPolicy
 from gateway.standins.eoffice import EOfficeState
-from tests.conftest import RuntimeFactory
 from gateway.types import VN_TZ
+from tests.conftest import RuntimeFactory
 from tests.spine_support import count, fact_state, facts_where, metric, rows
 
 
@@ -39,8 +39,11 @@ def test_first_sync_archives_everything_and_writes_explainable_facts(
     quarantined = count(db, "SELECT count(*) FROM quarantine WHERE status = 'open'")
     assert items + quarantined == expected
     # lineage: every fact points at an archived record version
-    orphans = count(db, """SELECT count(*) FROM fact f WHERE NOT EXISTS (
-        SELECT 1 FROM raw_record r WHERE r.source = f.source AND r.stream = f.stream AND r.record_key = f.record_key)""")
+    orphans = count(
+        db,
+        """SELECT count(*) FROM fact f WHERE NOT EXISTS (SELECT 1 FROM raw_record r
+           WHERE r.source = f.source AND r.stream = f.stream AND r.record_key = f.record_key)""",
+    )
     assert orphans == 0
     fact = rows(db, "SELECT lineage FROM fact LIMIT 1")[0]
     for key in ('"rule"', '"catalog"', '"person"', '"raw"', '"content_hash"'):
@@ -69,8 +72,11 @@ def test_incremental_sync_follows_source_mutations(
     _sync(runtime)
     eoffice_state.advance(days=3)  # new documents, late completions, moved deadlines, stamped with the new clock
     today = eoffice_state.now.date()
-    open_docs = [r for r in eoffice_state.rows("van-ban-den")
-                 if r["trangThai"] != "DA_HOAN_THANH" and r["hanXuLy"] and r["soKyHieu"] and r["nguoiChuTri"]]
+    open_docs = [
+        r
+        for r in eoffice_state.rows("van-ban-den")
+        if r["trangThai"] != "DA_HOAN_THANH" and r["hanXuLy"] and r["soKyHieu"] and r["nguoiChuTri"]
+    ]
     overdue = [r for r in open_docs if datetime.strptime(r["hanXuLy"], "%d/%m/%Y").date() < today]
     assert overdue and len(open_docs) > 1, "the stand-in should have open and overdue documents"
     late = overdue[0]
@@ -93,15 +99,16 @@ def test_incremental_sync_follows_source_mutations(
     assert {"insert", "update"} <= ops
 
 
-def test_token_expiry_mid_sync_logs_in_again(make_runtime: RuntimeFactory, eoffice_state: EOfficeState,
-                                             tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_token_expiry_mid_sync_logs_in_again(
+    make_runtime: RuntimeFactory, eoffice_state: EOfficeState, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
     runtime = make_runtime(f"sqlite:///{tmp_path}/s.db", page_size=20)
     connector = runtime.connector("eoffice")
     try:
         pages = connector.read("incoming", None)
         first = next(pages)
         eoffice_state.expire_tokens()  # the source forgets every token between two pages
-        rest = [p for p in pages]
+        rest = list(pages)
     finally:
         connector.close()
     keys = {r.key for p in [first, *rest] for r in p.records}
@@ -110,8 +117,7 @@ def test_token_expiry_mid_sync_logs_in_again(make_runtime: RuntimeFactory, eoffi
     assert logins == 2  # the first login, and exactly one more after the 401
 
 
-def test_transient_failures_are_retried(make_runtime: RuntimeFactory, eoffice_state: EOfficeState,
-                                        tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_transient_failures_are_retried(make_runtime: RuntimeFactory, eoffice_state: EOfficeState, tmp_path) -> None:  # type: ignore[no-untyped-def]
     runtime = make_runtime(f"sqlite:///{tmp_path}/s.db")
     eoffice_state.fail_next(2, status=503, retry_after=1)
     report = _sync(runtime)
@@ -120,7 +126,9 @@ def test_transient_failures_are_retried(make_runtime: RuntimeFactory, eoffice_st
 
 
 def test_a_malformed_page_is_quarantined_the_run_fails_and_the_next_run_recovers(
-    make_runtime: RuntimeFactory, eoffice_state: EOfficeState, tmp_path  # type: ignore[no-untyped-def]
+    make_runtime: RuntimeFactory,
+    eoffice_state: EOfficeState,
+    tmp_path,  # type: ignore[no-untyped-def]
 ) -> None:
     runtime = make_runtime(f"sqlite:///{tmp_path}/s.db", retry=RetryPolicy.instant(attempts=2))
     eoffice_state.malformed_next_page()
@@ -137,7 +145,9 @@ def test_a_malformed_page_is_quarantined_the_run_fails_and_the_next_run_recovers
 
 
 def test_records_changing_while_paging_are_not_skipped(
-    make_runtime: RuntimeFactory, eoffice_state: EOfficeState, tmp_path  # type: ignore[no-untyped-def]
+    make_runtime: RuntimeFactory,
+    eoffice_state: EOfficeState,
+    tmp_path,  # type: ignore[no-untyped-def]
 ) -> None:
     """A record updated mid-sync moves to the end of the list; keyset paging must not shift others out."""
     runtime = make_runtime(f"sqlite:///{tmp_path}/s.db", page_size=10)

@@ -137,7 +137,7 @@ class RestConnector:
             for renewed in (False, True):
                 url = str(params["__url__"]) if params and "__url__" in params else path
                 query = {k: v for k, v in (params or {}).items() if k != "__url__"}
-                request = self.client.build_request(method, url, params=query)
+                request = self.client.build_request(method, url, params=query or None)  # {} would drop url's query
                 self._auth.apply(request, self._auth_send)
                 try:
                     _response, body = self._send(request, operation)
