@@ -21,7 +21,7 @@ def acquire(conn: Connection, name: str, *, holder: str, ttl: float, now: dateti
     """Take or renew the lease ``name``; True when ``holder`` holds it afterwards."""
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     stmt = insert(LEASE).values(name=name, holder=holder, acquired_at=now, expires_at=now + timedelta(seconds=ttl))
-    stmt = stmt.on_conflict_do_update(
+    upsert = stmt.on_conflict_do_update(
         index_elements=["name"],
         set_={
             "holder": holder,
@@ -31,7 +31,7 @@ def acquire(conn: Connection, name: str, *, holder: str, ttl: float, now: dateti
         },
         where=or_(LEASE.c.expires_at < now, LEASE.c.holder == holder),
     ).returning(LEASE.c.holder)
-    row = conn.execute(stmt).first()
+    row = conn.execute(upsert).first()
     return row is not None and row[0] == holder
 
 
