@@ -54,6 +54,7 @@ def serve_in_thread(
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # accepted sockets inherit it: no Nagle stall
         sock.bind((host, port))
         sock.listen(128)
         config = uvicorn.Config(
