@@ -170,17 +170,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=5)
     p.set_defaults(func=cmd_sources_preview)
 
+    from gateway.ops.cli import register as register_ops
+
+    register_ops(sub, sources, _runtime)
     _register_optional(sub)
     return parser
 
 
 def _register_optional(sub: Any) -> None:
     """Command groups owned by their packages register themselves here."""
-    try:
-        from gateway.mapping.cli import register
-    except ImportError:  # pragma: no cover - the mapping tools are part of the package
-        return
-    register(sub)
+    from gateway.mapping.cli import register as register_mappings
+    from gateway.security.cli import register as register_clients
+
+    register_mappings(sub)
+    register_clients(sub)
 
 
 class _AnyEnv(dict[str, str]):

@@ -55,6 +55,19 @@ class _FreshnessCollector(Collector):
         yield circuit
 
 
+class _ScrapeHooks(Collector):
+    def __init__(self, hooks: list[Callable[[], None]]) -> None:
+        self._hooks = hooks
+
+    def collect(self) -> Iterator[Metric]:
+        for hook in self._hooks:
+            hook()
+        return iter(())
+
+    def describe(self) -> Iterator[Metric]:  # no series of its own; keeps register() from calling collect()
+        return iter(())
+
+
 @dataclass
 class Metrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
@@ -63,6 +76,10 @@ class Metrics:
 
     def __post_init__(self) -> None:
         r = self.registry
+        self._scrape_hooks: list[Callable[[], None]] = []
+        # Registered first, so the registry (which collects in registration order) runs the hooks before it
+        # reads any gauge they set: values read from the store at scrape time (gateway.metrics_store).
+        r.register(_ScrapeHooks(self._scrape_hooks))
         self.records = Counter(
             "kpigw_source_records_total",
             "Source records by pipeline outcome: read, archived, mapped, unmatched, quarantined",
@@ -90,6 +107,24 @@ class Metrics:
         )
         self.facts_total = Gauge("kpigw_facts", "Facts in the store by state", ["state"], registry=r)
         self.quarantine_open = Gauge("kpigw_quarantine_open", "Open quarantine entries", ["source"], registry=r)
+        self.sync_interval = Gauge(
+            "kpigw_source_sync_interval_seconds",
+            "Configured interval between syncs of the source",
+            ["source"],
+            registry=r,
+        )
+        self.lease_held = Gauge(
+            "kpigw_source_lease_held",
+            "1 while this replica holds the source's lease (it syncs the source)",
+            ["source"],
+            registry=r,
+        )
+        self.sync_running = Gauge(
+            "kpigw_sync_running", "1 while a sync of the source runs on this replica", ["source"], registry=r
+        )
+        self.source_paused = Gauge(
+            "kpigw_source_paused", "1 while an operator has the source paused", ["source"], registry=r
+        )
         self.cursor_commits = Counter(
             "kpigw_offset_commits_total", "Cursor checkpoints committed", ["source", "stream"], registry=r
         )
@@ -100,6 +135,10 @@ class Metrics:
             "kpigw_api_request_seconds", "API request latency", ["route"], buckets=_LATENCY_BUCKETS, registry=r
         )
         r.register(_FreshnessCollector(self.health, self.clock))
+
+    def on_scrape(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` at the start of every scrape (it must be quick and must not raise)."""
+        self._scrape_hooks.append(hook)
 
     def source(self, name: str) -> SourceHealth:
         return self.health.setdefault(name, SourceHealth())

@@ -19,6 +19,7 @@ from gateway.errors import ConfigError
 from gateway.http import make_http_client
 from gateway.mapping import MappingHolder
 from gateway.metrics import Metrics
+from gateway.metrics_store import StoreMetrics
 from gateway.retry import RetryPolicy
 from gateway.settings import Settings
 from gateway.sources import SourceSpec, load_sources
@@ -100,5 +101,6 @@ def build_runtime(
     kwargs: dict[str, Any] = {"clock": clock} if clock else {}
     sync = SyncEngine(engine=db, valuer=lambda: mappings.current, metrics=metrics, replica=settings.replica_id,
                       failpoints=Failpoints.from_env(), **kwargs)
+    StoreMetrics(db=db, metrics=metrics, sources=sources).register()  # quarantine, facts, freshness from the store
     return Runtime(settings=settings, db=db, metrics=metrics, mappings=mappings, sources=sources, sync=sync,
                    transport=transport, retry=retry or RetryPolicy())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -38,3 +39,15 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = None
     log_level: str = "INFO"
     log_json: bool = True
+
+    # --- facts API security and limits (gateway/security, gateway/api) ---
+    auth_mode: Literal["required", "open"] = "required"  # open: unauthenticated sandbox, for the demo only
+    oidc_issuer: str | None = None  # OIDC bearer tokens: the issuer (iss) to accept
+    oidc_audience: str | None = None  # expected aud; None: not checked
+    oidc_jwks_url: str | None = None  # where the issuer's signing keys are
+    oidc_agencies_claim: str = "kpigw_agencies"  # claim listing the agencies ("*" = all)
+    oidc_roles_claim: str = "kpigw_roles"  # claim listing roles: read_facts, admin
+    rate_limit_per_minute: int = 1200  # per client, unless the client has its own
+    rate_limit_burst: int = 100
+    max_page_size: int = 1000
+    max_request_bytes: int = 65536

@@ -107,7 +107,7 @@ def test_remap_dry_run_then_apply(engine: Engine, mini: Path) -> None:
         before = conn.execute(select(FACT.c.fact_key, FACT.c.units_scaled, FACT.c.state)).all()
     diff = dry.per_agency["TEST"]
     assert (diff.added, diff.changed, diff.retracted) == (0, 1, 1)
-    assert diff.relineaged == 2  # same values, new mappings version
+    assert diff.unchanged == 2  # same values under the new mappings version: nothing to write
     with engine.begin() as conn:
         remap(conn, mappings=changed, normalizer_for=lambda _s: normalize, apply=True, now=NOW)
     with engine.connect() as conn:

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from connectors.auth_config import ClientCertificateAuth, HmacHeadersAuth
 from gateway.types import EventKind, ItemKind, Role
 
 
@@ -67,7 +68,14 @@ class OAuth2ClientCredentials(_Strict):
 
 
 AuthConfig = Annotated[
-    NoAuth | LoginTokenAuth | ApiKeyAuth | BasicAuth | OAuth2ClientCredentials, Field(discriminator="type")
+    NoAuth
+    | LoginTokenAuth
+    | ApiKeyAuth
+    | BasicAuth
+    | OAuth2ClientCredentials
+    | HmacHeadersAuth  # these two are defined in connectors.auth_config, shared with Python connectors
+    | ClientCertificateAuth,
+    Field(discriminator="type"),
 ]
 
 

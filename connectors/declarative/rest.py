@@ -81,7 +81,8 @@ class RestConnector:
     def client(self) -> httpx.Client:
         if self._client is None:
             self._client = self._ctx.http_client(
-                base_url=self.cfg.base_url, limits=self._limits, headers=self.cfg.headers
+                base_url=self.cfg.base_url, limits=self._limits, headers=self.cfg.headers,
+                **self._auth.client_kwargs(),  # e.g. a TLS context carrying the client certificate
             )
         return self._client
 

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 from lxml import etree
 
+from connectors.auth import apply_ws_security, soap_body_values
 from connectors.declarative.config import CursorKeysetPaginator
 from connectors.declarative.fieldmap import (
     compile_normalizer,
@@ -42,7 +43,6 @@ from connectors.soap._envelope import (
 from connectors.soap._joins import attach_joins
 from connectors.soap._wsdl import load_wsdl
 from connectors.soap.config import (
-    BodyCredentials,
     HeaderCredentials,
     PayloadConfig,
     SoapSourceConfig,
@@ -152,10 +152,7 @@ class SoapConnector:
     def _request(self, operation: str, args: Mapping[str, Any]) -> tuple[bytes, dict[str, str], str | None]:
         op = self._operation(operation)
         auth = self.cfg.auth
-        values = dict(args)
-        if isinstance(auth, BodyCredentials):
-            values[auth.organ_id_field] = auth.organ_id
-            values[auth.token_field] = auth.token.get_secret_value()
+        values = {**args, **soap_body_values(auth)}
         try:
             envelope, headers = self._binding._create(operation, (), values, client=self._zeep)
         except (TypeError, ValueError, LookupError) as exc:
@@ -165,10 +162,7 @@ class SoapConnector:
         if isinstance(auth, HeaderCredentials):
             _add_header(envelope, auth)
         elif isinstance(auth, WsSecurityCredentials):
-            from zeep.wsse.username import UsernameToken
-
-            token = UsernameToken(auth.username, auth.password.get_secret_value(), use_digest=auth.digest)  # type: ignore[no-untyped-call]
-            envelope, headers = token.apply(envelope, headers)  # type: ignore[no-untyped-call]
+            envelope, headers = apply_ws_security(envelope, headers, auth)
         body = etree.tostring(envelope, encoding="utf-8", xml_declaration=True)
         expected = getattr(getattr(op.output, "body", None), "qname", None)
         return body, {str(k): str(v) for k, v in headers.items()}, str(expected) if expected is not None else None

@@ -1,34 +1,81 @@
-"""``create_app(runtime)``: the FastAPI application. No work at import time; the lifespan owns the scheduler."""
+"""``create_app(runtime)``: the FastAPI application. No work at import time; the lifespan owns the scheduler.
+
+Everything under ``/v1`` needs credentials (see :mod:`gateway.security`) unless the gateway runs with
+``KPIGW_AUTH_MODE=open``, the demo's sandbox, which is announced in the log and in every response header.
+"""
 
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import FastAPI, HTTPException, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, HTTPException, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import __version__
-from gateway.api.deps import ConnDep, RuntimeDep
-from gateway.api.facts import BadPageToken, FactFilter, list_facts
+from gateway.api import problems, routes_admin, routes_facts, routes_periods
+from gateway.api.deps import AdminDep, CallerDep, ConnDep, RuntimeDep
+from gateway.api.problems import ApiError, Problem, problem, problem_responses
 from gateway.runtime import Runtime
+from gateway.security import Authenticator, RateLimiter
 from gateway.store import records as rec_store
 from gateway.store.db import schema_version
 
-PERIOD = r"^\d{4}-(0[1-9]|1[0-2])$"
+log = logging.getLogger("kpigw.api")
+MAX_QUERY_BYTES = 4096
+SANDBOX_WARNING = ("KPIGW_AUTH_MODE=open: the API serves every agency's facts WITHOUT credentials. This is the "
+                   "demo sandbox; never run it like this with real data.")  # fmt: skip
 
 
-def create_app(runtime: Runtime, *, start_scheduler: bool | None = None) -> FastAPI:
+class RequestLimits:
+    """Refuse oversized query strings (414) and bodies (413), counted as they stream in."""
+
+    def __init__(self, app: ASGIApp, *, max_body: int) -> None:
+        self.app, self.max_body = app, max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if len(scope.get("query_string", b"")) > MAX_QUERY_BYTES:
+            await problem(414, "URI too long", f"query strings are limited to {MAX_QUERY_BYTES} bytes")(
+                scope, receive, send)  # fmt: skip
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
+            await problem(413, "Request too large", f"request bodies are limited to {self.max_body} bytes")(
+                scope, receive, send)  # fmt: skip
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_body:
+                raise ApiError(413, "Request too large", f"request bodies are limited to {self.max_body} bytes")
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def create_app(runtime: Runtime, *, start_scheduler: bool | None = None,
+               authenticator: Authenticator | None = None) -> FastAPI:  # fmt: skip
     run_scheduler = runtime.settings.scheduler if start_scheduler is None else start_scheduler
+    settings = runtime.settings
+    auth = authenticator or Authenticator.from_settings(settings, runtime.db)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if auth.open_mode:
+            log.warning(SANDBOX_WARNING)
         if run_scheduler and runtime.scheduler is None:
             runtime.start_scheduler()
         try:
@@ -42,9 +89,16 @@ def create_app(runtime: Runtime, *, start_scheduler: bool | None = None) -> Fast
         title="KPI gateway",
         version=__version__,
         summary="Normalized KPI facts (Decree 335/2025) from e-office, document-exchange and one-stop systems",
+        description=("Facts, change feed, summaries, closed periods and exports for scoring front ends. "
+                     "Authenticate with `X-API-Key: kpigw_...` or `Authorization: Bearer <OIDC token or key>`; "
+                     "every query is limited to the caller's agencies. Errors are `application/problem+json`."),
         lifespan=lifespan,
-    )
+    )  # fmt: skip
     app.state.runtime = runtime
+    app.state.authenticator = auth
+    app.state.rate_limiter = RateLimiter(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst)
+    problems.install(app)
+    app.add_middleware(RequestLimits, max_body=settings.max_request_bytes)
 
     @app.middleware("http")
     async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -54,20 +108,15 @@ def create_app(runtime: Runtime, *, start_scheduler: bool | None = None) -> Fast
         template = getattr(route, "path", "unmatched")  # the route template, never the raw path
         runtime.metrics.api_requests.labels(template, request.method, str(response.status_code)).inc()
         runtime.metrics.api_latency.labels(template).observe(time.perf_counter() - started)
+        if auth.open_mode:
+            response.headers["X-KPIGW-Sandbox"] = "open: no authentication, demo only"
         return response
-
-    @app.exception_handler(BadPageToken)
-    async def bad_token(_request: Request, exc: BadPageToken) -> JSONResponse:
-        return JSONResponse(
-            {"type": "about:blank", "title": "Bad page token", "status": 400, "detail": exc.message},
-            status_code=400, media_type="application/problem+json",
-        )
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"])
+    @app.get("/readyz", tags=["operations"], responses={503: {"description": "not ready (same body)"}})
     def readyz(rt: RuntimeDep, response: Response) -> dict[str, Any]:
         checks: dict[str, Any] = {}
         try:
@@ -91,24 +140,9 @@ def create_app(runtime: Runtime, *, start_scheduler: bool | None = None) -> Fast
                 raise HTTPException(status_code=401, detail="metrics need a bearer token")
         return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/v1/facts", tags=["facts"])
-    def get_facts(
-        conn: ConnDep,
-        agency: str | None = None,
-        unit: str | None = None,
-        person: str | None = None,
-        period: Annotated[str | None, Query(pattern=PERIOD)] = None,
-        product: str | None = None,
-        source: str | None = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        after: str | None = None,
-    ) -> dict[str, Any]:
-        filters = FactFilter(agency=agency, unit=unit, person=person, period=period, product=product, source=source)
-        items, next_token = list_facts(conn, filters=filters, limit=limit, after=after)
-        return {"items": items, "next": next_token}
-
-    @app.get("/v1/sources", tags=["sources"])
-    def get_sources(rt: RuntimeDep, conn: ConnDep) -> dict[str, Any]:
+    @app.get("/v1/sources", tags=["sources"], summary="Sources and their freshness",
+             responses=problem_responses(401, 403, 422, 429))
+    def get_sources(rt: RuntimeDep, conn: ConnDep, _caller: CallerDep) -> dict[str, Any]:
         runs = rec_store.last_runs(conn)
         now = datetime.now(UTC)
         status = rt.scheduler.status() if rt.scheduler else {}
@@ -122,19 +156,39 @@ def create_app(runtime: Runtime, *, start_scheduler: bool | None = None) -> Fast
                 "last_success_at": last_ok.isoformat() if last_ok else None,
                 "freshness_seconds": round((now - last_ok).total_seconds(), 1) if last_ok else None,
                 "scheduler": status.get(name),
-            })
+            })  # fmt: skip
         return {"items": out}
 
-    @app.post("/v1/sources/{name}/sync", tags=["sources"], status_code=202)
-    def trigger_sync(rt: RuntimeDep, name: str) -> dict[str, Any]:
+    @app.post("/v1/sources/{name}/sync", tags=["sources"], status_code=202,
+              summary="Trigger a sync now (admin)",
+              responses=problem_responses(401, 403, 404, 409, 422, 429))  # fmt: skip
+    def trigger_sync(rt: RuntimeDep, name: str, _caller: AdminDep) -> dict[str, Any]:
         if name not in rt.sources:
-            raise HTTPException(status_code=404, detail=f"no source named {name!r}")
+            raise ApiError(404, "Not found", f"no source named {name!r}")
         if rt.scheduler is None:
-            raise HTTPException(status_code=409, detail="the scheduler is not running in this process")
+            raise ApiError(409, "Conflict", "the scheduler is not running in this process")
         rt.scheduler.trigger(name)
         return {"source": name, "status": "triggered"}
 
+    for module in (routes_facts, routes_periods, routes_admin):
+        app.include_router(module.router)
+    _document_problems(app)
     return app
+
+
+def _document_problems(app: FastAPI) -> None:
+    """Put the ``Problem`` schema into the OpenAPI components that the error responses refer to."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = Problem.model_json_schema(
+                ref_template="#/components/schemas/{model}")  # fmt: skip
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _run_view(run: dict[str, Any]) -> dict[str, Any]:

@@ -1,36 +1,51 @@
-"""Reading facts: filters, keyset pagination on ``id`` with a capped page size, stable order."""
+"""Reading facts and their change feed. Every function takes the caller's :class:`Scope`, applied in SQL.
+
+- :func:`list_facts`: filters, keyset pagination on ``id`` (stable order, capped page size);
+- :func:`get_fact`: one fact with its full lineage: history, source record, rule, corrections;
+- :func:`list_changes`: the change feed in commit order (``fact_change.seq``, see :mod:`gateway.store.facts`).
+"""
 
 from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+import orjson
+from sqlalchemy import Connection, Select, select
 
 from gateway.errors import GatewayError
-from gateway.store.facts import FACT, snapshot
+from gateway.security.principal import Scope
+from gateway.store.facts import CHANGE, FACT, snapshot
+from gateway.store.models import RawRecord
+from gateway.store.periods import get_closure, list_corrections
 
 MAX_PAGE = 1000
+RAW = RawRecord.__table__  # type: ignore[attr-defined]
+STATUSES = ("assigned", "completed", "open", "on_time", "late", "exempt", "failed_review", "delayed")
 
 
 class BadPageToken(GatewayError):
     pass
 
 
-def encode_token(last_id: int) -> str:
-    return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode().rstrip("=")
+def encode_token(kind: str, value: int) -> str:
+    return base64.urlsafe_b64encode(f"{kind}:{value}".encode()).decode().rstrip("=")
 
 
-def decode_token(token: str) -> int:
+def decode_token(token: str, kind: str = "id") -> int:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        kind, _, value = raw.partition(":")
-        if kind != "id":
-            raise ValueError(kind)
-        return int(value)
+        found, _, value = raw.partition(":")
+        if found != kind:
+            raise ValueError(found)
+        number = int(value)
+        if number < 0:
+            raise ValueError(value)
+        return number
     except (ValueError, UnicodeDecodeError) as exc:
-        raise BadPageToken("the page token is not one this API issued") from exc
+        raise BadPageToken(f"the page token is not a {kind!r} token this API issued; start without one") from exc
 
 
 @dataclass(frozen=True)
@@ -41,22 +56,120 @@ class FactFilter:
     period: str | None = None
     product: str | None = None
     source: str | None = None
-    state: str | None = "active"
+    status: str | None = None
+    state: str | None = "active"  # active | retracted | None (any)
+    changed_since: datetime | None = None
+
+    def public(self) -> dict[str, Any]:
+        """The filter as written to the audit log."""
+        out = {k: v for k, v in self.__dict__.items() if v is not None}
+        if self.changed_since is not None:
+            out["changed_since"] = self.changed_since.isoformat()
+        return out
 
 
-def list_facts(conn: Connection, *, filters: FactFilter, limit: int, after: str | None) -> tuple[list[dict[str, Any]], str | None]:
-    stmt = select(FACT).order_by(FACT.c.id).limit(min(max(limit, 1), MAX_PAGE) + 1)
+def _apply(stmt: Select[Any], filters: FactFilter) -> Select[Any]:
     for column, value in (
         (FACT.c.agency, filters.agency), (FACT.c.unit, filters.unit), (FACT.c.person_id, filters.person),
         (FACT.c.period, filters.period), (FACT.c.product_code, filters.product), (FACT.c.source, filters.source),
         (FACT.c.state, filters.state),
-    ):
+    ):  # fmt: skip
         if value is not None:
             stmt = stmt.where(column == value)
+    if filters.changed_since is not None:
+        stmt = stmt.where(FACT.c.updated_at >= filters.changed_since)
+    status = {
+        "assigned": FACT.c.assigned.is_(True), "completed": FACT.c.completed.is_(True),
+        "open": FACT.c.completed.is_(False), "on_time": FACT.c.on_time.is_(True), "late": FACT.c.on_time.is_(False),
+        "exempt": FACT.c.exempt.is_(True), "failed_review": FACT.c.failed_reviews > 0, "delayed": FACT.c.delays > 0,
+    }  # fmt: skip
+    if filters.status is not None:
+        stmt = stmt.where(status[filters.status])
+    return stmt
+
+
+def list_facts(conn: Connection, *, scope: Scope, filters: FactFilter, limit: int,
+               after: str | None) -> tuple[list[dict[str, Any]], str | None]:  # fmt: skip
+    """A page of facts in ``id`` order and the token of the next page (None at the end)."""
+    page_size = min(max(limit, 1), MAX_PAGE)
+    stmt = _apply(select(FACT).where(scope.where(FACT.c.agency)), filters).order_by(FACT.c.id).limit(page_size + 1)
     if after:
         stmt = stmt.where(FACT.c.id > decode_token(after))
-    rows = [dict(r._mapping) for r in conn.execute(stmt)]
-    page_size = min(max(limit, 1), MAX_PAGE)
+    rows = [r._asdict() for r in conn.execute(stmt)]
     more = len(rows) > page_size
     rows = rows[:page_size]
-    return [snapshot(r) for r in rows], (encode_token(rows[-1]["id"]) if more and rows else None)
+    return [snapshot(r) for r in rows], (encode_token("id", rows[-1]["id"]) if more and rows else None)
+
+
+def list_fact_json(conn: Connection, *, scope: Scope, filters: FactFilter, limit: int,
+                   after: str | None) -> tuple[list[orjson.Fragment], str | None]:  # fmt: skip
+    """:func:`list_facts` for the wire: each fact's snapshot as the change feed stored it with the fact's
+    current version (``fact.change_seq``), spliced in as JSON without being parsed and rebuilt."""
+    page_size = min(max(limit, 1), MAX_PAGE)
+    stmt = (_apply(select(FACT.c.id, CHANGE.c.snapshot).join(CHANGE, CHANGE.c.seq == FACT.c.change_seq)
+                   .where(scope.where(FACT.c.agency)), filters)
+            .order_by(FACT.c.id).limit(page_size + 1))  # fmt: skip
+    if after:
+        stmt = stmt.where(FACT.c.id > decode_token(after))
+    rows = list(conn.execute(stmt))
+    more = len(rows) > page_size
+    rows = rows[:page_size]
+    return [orjson.Fragment(r.snapshot) for r in rows], (encode_token("id", rows[-1].id) if more and rows else None)
+
+
+def get_fact(conn: Connection, *, scope: Scope, fact_id: int, rule_source: Any = None) -> dict[str, Any] | None:
+    """The fact, its history (every change), the archived source record it came from, the rule that valued it,
+    the closure of its period and the corrections recorded since. None when absent or out of scope."""
+    row = conn.execute(select(FACT).where(FACT.c.id == fact_id, scope.where(FACT.c.agency))).first()
+    if row is None:
+        return None
+    fact = snapshot(row._asdict())
+    history = [
+        {"seq": h.seq, "op": h.op, "version": h.version, "committed_at": h.committed_at.isoformat(),
+         "fact": orjson.loads(h.snapshot)}
+        for h in conn.execute(select(CHANGE).where(CHANGE.c.fact_id == fact_id).order_by(CHANGE.c.seq))
+    ]  # fmt: skip
+    raw_hash = (fact["lineage"].get("raw") or {}).get("content_hash")
+    raw_stmt = select(RAW).where(RAW.c.source == fact["source"], RAW.c.stream == fact["stream"],
+                                 RAW.c.record_key == fact["record_key"])  # fmt: skip
+    if raw_hash:
+        raw_stmt = raw_stmt.where(RAW.c.content_hash == raw_hash)
+    raw = conn.execute(raw_stmt.order_by(RAW.c.id.desc()).limit(1)).first()
+    rule = rule_source(fact["agency"], fact["rule_id"]) if rule_source is not None else None
+    return {
+        "fact": fact,
+        "history": history,
+        "source_record": None if raw is None else {
+            "id": raw.id, "source": raw.source, "stream": raw.stream, "record_key": raw.record_key,
+            "content_hash": raw.content_hash, "fetched_at": raw.fetched_at.isoformat(),
+            "payload": orjson.loads(raw.payload),
+        },
+        "rule": rule,
+        "catalog_version": fact["catalog_version"],
+        "person_resolution": fact["lineage"].get("person"),
+        "closure": get_closure(conn, scope=scope, agency=fact["agency"], period=fact["period"]),
+        "corrections": list_corrections(conn, scope=scope, fact_id=fact_id, limit=MAX_PAGE),
+    }  # fmt: skip
+
+
+def list_changes(conn: Connection, *, scope: Scope, after: str | None, limit: int,
+                 agency: str | None = None) -> tuple[list[dict[str, Any]], str, bool]:  # fmt: skip
+    """Changes after the token in commit order; the token to continue from (the same one when nothing is
+    new, so a follower keeps polling with it) and whether more are waiting."""
+    page_size = min(max(limit, 1), MAX_PAGE)
+    after_seq = decode_token(after, "seq") if after else 0
+    stmt = (select(CHANGE).where(CHANGE.c.seq > after_seq, scope.where(CHANGE.c.agency))
+            .order_by(CHANGE.c.seq).limit(page_size + 1))  # fmt: skip
+    if agency is not None:
+        stmt = stmt.where(CHANGE.c.agency == agency)
+    rows = list(conn.execute(stmt))
+    more = len(rows) > page_size
+    rows = rows[:page_size]
+    items = [
+        {"seq": r.seq, "op": r.op, "fact_id": r.fact_id, "fact_key": r.fact_key, "agency": r.agency,
+         "period": r.period, "version": r.version, "committed_at": r.committed_at.isoformat(),
+         "fact": orjson.Fragment(r.snapshot)}
+        for r in rows
+    ]  # fmt: skip
+    last = rows[-1].seq if rows else after_seq
+    return items, encode_token("seq", last), more

@@ -146,9 +146,9 @@ def cmd_remap(args: argparse.Namespace) -> int:
         report = remap(conn, mappings=mappings, normalizer_for=ctx.normalizer_for, source=args.source, now=now)
     print(f"mappings {mappings.version}: {report.records} records, {report.normalize_failed} failed to normalize, "
           f"{report.unmatched} unmatched items, {report.quarantine} items with quarantine problems")  # fmt: skip
-    print(f"{'agency':<12} {'added':>8} {'changed':>8} {'lineage':>8} {'retracted':>9} {'unchanged':>9}")
+    print(f"{'agency':<12} {'added':>8} {'changed':>8} {'retracted':>9} {'unchanged':>9}")
     for agency, d in sorted(report.per_agency.items()):
-        print(f"{agency:<12} {d.added:>8} {d.changed:>8} {d.relineaged:>8} {d.retracted:>9} {d.unchanged:>9}")
+        print(f"{agency:<12} {d.added:>8} {d.changed:>8} {d.retracted:>9} {d.unchanged:>9}")
     for line in report.examples:
         print(f"  {line}")
     if not args.apply:

@@ -2,8 +2,9 @@
 
 For each record (optionally of one source), the newest archived version is re-normalized through its
 connector's ``normalize`` and valued with the new :class:`MappingSet`. The result is compared with the
-store's current facts of that record: *added*, *changed* (a value moved), *relineaged* (only the lineage
-moved, e.g. the mappings version), *retracted*, *unchanged*, per agency. ``apply=True`` then writes it all
+store's current facts of that record: *added*, *changed* (a value moved), *retracted*, *unchanged*, per
+agency; "changed" means what :func:`gateway.store.facts.write_facts` would write (its value hash), so a
+new mappings version that values a fact the same is no change. ``apply=True`` then writes it all
 through :func:`gateway.store.facts.write_facts` in one transaction, so the change feed and ``fact_change``
 history keep every previous state (any past period can be reproduced as it was, see
 :func:`gateway.mapping.explain.facts_as_of`).
@@ -22,7 +23,7 @@ from sqlalchemy import Connection, func, select, tuple_
 
 from gateway.errors import RecordError
 from gateway.mapping.mappingset import MappingSet
-from gateway.store.facts import fact_values, write_facts
+from gateway.store.facts import fact_values, value_hash, write_facts
 from gateway.store.models import FactRow, RawRecord
 from gateway.store.records import save_work_items
 from gateway.types import Fact, SourceRecord, WorkItem
@@ -39,13 +40,12 @@ CHUNK = 500
 class AgencyDiff:
     added: int = 0
     changed: int = 0
-    relineaged: int = 0
     retracted: int = 0
     unchanged: int = 0
 
     @property
     def touched(self) -> int:
-        return self.added + self.changed + self.relineaged + self.retracted
+        return self.added + self.changed + self.retracted
 
 
 @dataclass
@@ -79,11 +79,7 @@ def newest_raw(conn: Connection, *, source: str | None = None, chunk: int = CHUN
 def _classify(fact: Fact, old: Any | None) -> str:
     if old is None or old.state != "active":
         return "added"
-    new = fact_values(fact)
-    moved = [k for k, v in new.items() if k != "lineage" and getattr(old, k) != v]
-    if moved:
-        return "changed"
-    return "unchanged" if new["lineage"] == old.lineage else "relineaged"
+    return "unchanged" if value_hash(fact_values(fact)) == old.value_hash else "changed"
 
 
 def remap(conn: Connection, *, mappings: MappingSet, normalizer_for: Callable[[str], Normalizer],

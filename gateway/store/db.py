@@ -47,7 +47,24 @@ def _v1_initial(conn: Connection) -> None:
     m.SQLModel.metadata.create_all(conn, tables=[t.__table__ for t in tables])  # type: ignore[attr-defined]
 
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _v1_initial),)
+def _v2_facts_api(conn: Connection) -> None:
+    tables = [m.ApiClient, m.ApiKey, m.FactCorrection, m.PeriodPolicy]
+    m.SQLModel.metadata.create_all(conn, tables=[t.__table__ for t in tables])  # type: ignore[attr-defined]
+    # keyset pages filtered by unit or person, in id order, without a sort
+    conn.execute(text("CREATE INDEX IF NOT EXISTS ix_fact_unit_period_id ON fact (agency, unit, period, id)"))
+    conn.execute(text("CREATE INDEX IF NOT EXISTS ix_fact_person_period_id ON fact (person_id, period, id)"))
+    conn.execute(text("CREATE INDEX IF NOT EXISTS ix_audit_log_actor ON audit_log (actor, id)"))
+
+
+def _v3_source_control(conn: Connection) -> None:
+    m.SQLModel.metadata.create_all(conn, tables=[m.SourceControl.__table__])  # type: ignore[attr-defined]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema", _v1_initial),
+    Migration(2, "facts API: clients, keys, corrections, frozen policies, keyset indexes", _v2_facts_api),
+    Migration(3, "operations: source control (pause, trigger) shared by replicas", _v3_source_control),
+)
 
 
 def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
@@ -67,9 +84,14 @@ def _tune_sqlite(engine: Engine) -> None:
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves, below
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
+        # A sync page writes a few MB: checkpointing every ~64 MB of WAL instead of every 4 MB (the default)
+        # turns many small fsync'd checkpoints that rewrite the same index pages into a few larger ones (the
+        # commit's wall time fell by about a third). A larger page cache was measured too: +70 MB RSS per
+        # connection for no clear gain, so the default stays.
+        cur.execute("PRAGMA wal_autocheckpoint=16384")
         cur.close()
 
     @event.listens_for(engine, "begin")

@@ -7,6 +7,13 @@ A page's facts replace, for each origin record in the page, the facts that recor
 - an unchanged fact writes nothing (re-reading a page is free and emits no change);
 - an active fact of a re-read origin that the origin no longer produces is retracted.
 
+**Closed periods.** A change that touches a closed (agency, period) (see :mod:`gateway.store.periods`) never
+edits the frozen fact: it is recorded in ``fact_correction`` (op ``insert``, ``update``, ``retract``, or
+``revert`` when the source goes back to the frozen values) and the fact stays byte for byte as closed. A fact
+moving *out of* an open period *into* a closed one is retracted from the open period and recorded as a
+correction ``insert`` of the closed one. Corrections are idempotent too: the same proposed values for the same
+fact are recorded once (compared with the fact's latest correction).
+
 Every insert, update and retraction appends a ``fact_change`` row holding the fact's new snapshot. Change
 numbers (``seq``) and new fact ids are allocated while holding the fact-write lock
 (:func:`gateway.store.db.lock_fact_writes`), which is kept until commit, so ``seq`` order is commit order:
@@ -18,19 +25,25 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, bindparam, func, select, tuple_, update
+from sqlalchemy import Connection, bindparam, func, select, update
 
+from gateway.store._upsert import fast_insert
 from gateway.store.db import lock_fact_writes
-from gateway.store.models import FactChange, FactRow
+from gateway.store.models import FactChange, FactCorrection, FactRow, PeriodClosure
 from gateway.types import Fact, from_scaled, to_scaled
 
 FACT = FactRow.__table__  # type: ignore[attr-defined]
 CHANGE = FactChange.__table__  # type: ignore[attr-defined]
+CORRECTION = FactCorrection.__table__  # type: ignore[attr-defined]
+CLOSURE = PeriodClosure.__table__  # type: ignore[attr-defined]
+RETRACTED_HASH = "retracted"
 
+_FACT_COLUMNS = tuple(c.name for c in FACT.columns)  # an inserted row carries every column
+_CHANGE_COLUMNS = tuple(c.name for c in CHANGE.columns)
 Origin = tuple[str, str, str]  # (source, stream, record_key)
 
 _VALUE_COLUMNS = (
@@ -53,11 +66,11 @@ _VALUE_COLUMNS = (
     "delays",
     "failed_reviews",
     "exempt",
-    "source",
-    "stream",
-    "record_key",
-    "lineage",
 )
+"""What a fact *is* worth. Where it was read from (source, stream, record, lineage) is not part of the hash: the
+same document read from a second system with the same values is the same fact, not a change, and a record
+re-read with only bookkeeping fields changed (its update time) writes nothing and emits no change. The
+lineage kept is that of the version that last changed the fact's values."""
 
 
 @dataclass
@@ -66,6 +79,7 @@ class FactWriteResult:
     updated: int = 0
     retracted: int = 0
     unchanged: int = 0
+    corrected: int = 0  # changes to closed periods, recorded in ``fact_correction`` instead
 
     @property
     def written(self) -> int:
@@ -101,7 +115,8 @@ def fact_values(fact: Fact) -> dict[str, Any]:
     }
 
 
-def _hash_values(values: Mapping[str, Any]) -> str:
+def value_hash(values: Mapping[str, Any]) -> str:
+    """The hash that decides whether a fact changed (see ``_VALUE_COLUMNS``)."""
     blob = orjson.dumps([values[c] for c in _VALUE_COLUMNS], default=str)
     return hashlib.blake2b(blob, digest_size=16).hexdigest()
 
@@ -110,7 +125,8 @@ def snapshot(row: Mapping[str, Any]) -> dict[str, Any]:
     """The public JSON shape of a fact, used by the API, the change feed and the history."""
 
     def iso(value: datetime | None) -> str | None:
-        return value.isoformat() if value is not None else None
+        # always UTC: the snapshot written to the change feed and one rebuilt from the stored row are equal
+        return value.astimezone(UTC).isoformat() if value is not None else None
 
     lineage = row["lineage"]
     return {
@@ -151,47 +167,156 @@ def _chunks(items: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
         yield items[start : start + size]
 
 
-def write_facts(
-    conn: Connection, *, origins: Iterable[Origin], facts: Sequence[Fact], now: datetime
-) -> FactWriteResult:
-    """Make the store's facts for ``origins`` equal ``facts``; see the module docstring."""
-    result = FactWriteResult()
-    wanted: dict[str, dict[str, Any]] = {}
-    for fact in facts:
-        values = fact_values(fact)
-        values["value_hash"] = _hash_values(values)
-        wanted[fact.natural_key] = values  # a later fact for the same key in one page wins
-    origin_list = list(dict.fromkeys(origins))
+@dataclass
+class _Work:
+    """What a page's write will do, computed from the store's current rows."""
 
-    cols = (FACT.c.id, FACT.c.fact_key, FACT.c.value_hash, FACT.c.state, FACT.c.version, FACT.c.created_at)
+    inserts: list[dict[str, Any]]
+    updates: list[tuple[Any, dict[str, Any]]]
+    retracts: list[Any]
+    corrections: list[dict[str, Any]]
+    unchanged: int
+
+    @property
+    def empty(self) -> bool:
+        return not (self.inserts or self.updates or self.retracts or self.corrections)
+
+
+def _closed_pairs(conn: Connection) -> set[tuple[str, str]]:
+    return {(r.agency, r.period) for r in conn.execute(select(CLOSURE.c.agency, CLOSURE.c.period))}
+
+
+def _latest_corrections(conn: Connection, keys: Sequence[str]) -> dict[str, str]:
+    """fact_key -> proposed hash of its latest correction."""
+    latest: dict[str, tuple[int, str]] = {}
+    for chunk in _chunks(list(keys)):
+        for r in conn.execute(
+            select(CORRECTION.c.id, CORRECTION.c.fact_key, CORRECTION.c.proposed_hash).where(
+                CORRECTION.c.fact_key.in_(chunk)
+            )
+        ):
+            if r.fact_key not in latest or r.id > latest[r.fact_key][0]:
+                latest[r.fact_key] = (r.id, r.proposed_hash)
+    return {k: v[1] for k, v in latest.items()}
+
+
+def _plan(conn: Connection, wanted: dict[str, dict[str, Any]], origin_list: list[Origin], now: datetime) -> _Work:
+    cols = (FACT.c.id, FACT.c.fact_key, FACT.c.value_hash, FACT.c.state, FACT.c.version, FACT.c.created_at,
+            FACT.c.agency, FACT.c.period)  # fmt: skip
     existing: dict[str, Any] = {}
     for chunk in _chunks(list(wanted)):
         for found in conn.execute(select(*cols).where(FACT.c.fact_key.in_(chunk))):
             existing[found.fact_key] = found
     to_retract: list[Any] = []
-    for chunk in _chunks(origin_list):
-        for found in conn.execute(
-            select(*cols).where(
-                tuple_(FACT.c.source, FACT.c.stream, FACT.c.record_key).in_(chunk), FACT.c.state == "active"
-            )
-        ):
-            if found.fact_key not in wanted:
-                to_retract.append(found)
-
-    inserts: list[dict[str, Any]] = []
-    updates: list[tuple[Any, dict[str, Any]]] = []
+    # One query per (source, stream) with a plain IN on record_key, which uses ix_fact_origin. A row-value IN
+    # does not: SQLite scans the whole fact table for it (quadratic over a backfill) and PostgreSQL spends ~1 s
+    # planning a 500-tuple list. A page has a single (source, stream), so this is still one query per chunk.
+    by_stream: dict[tuple[str, str], list[str]] = {}
+    for source, stream, record_key in origin_list:
+        by_stream.setdefault((source, stream), []).append(record_key)
+    for (source, stream), record_keys in by_stream.items():
+        for chunk in _chunks(record_keys):
+            for found in conn.execute(
+                select(*cols).where(
+                    FACT.c.source == source,
+                    FACT.c.stream == stream,
+                    FACT.c.record_key.in_(chunk),
+                    FACT.c.state == "active",
+                )
+            ):
+                if found.fact_key not in wanted:
+                    to_retract.append(found)
+    work = _Work([], [], [], [], 0)
+    closed = _closed_pairs(conn)
+    # (fact_key, old row or None, op, closed period, proposed hash, proposed row) awaiting de-duplication
+    pending: list[tuple[str, Any, str, str, str, dict[str, Any]]] = []
     for key, values in wanted.items():
         old = existing.get(key)
+        new_closed = (values["agency"], values["period"]) in closed
         if old is None:
-            inserts.append({"fact_key": key, **values})
-        elif old.value_hash != values["value_hash"] or old.state != "active":
-            updates.append((old, values))
+            if new_closed:
+                pending.append((key, None, "insert", values["period"], values["value_hash"], values))
+            else:
+                work.inserts.append({"fact_key": key, **values})
+            continue
+        old_closed = (old.agency, old.period) in closed
+        same = old.value_hash == values["value_hash"] and old.state == "active"
+        if old_closed:
+            op = "revert" if same else "update"
+            pending.append((key, old, op, old.period, values["value_hash"], values))
+            work.unchanged += int(same)
+        elif same:
+            work.unchanged += 1
+        elif new_closed:  # leaves an open period for a closed one: retract here, correction there
+            if old.state == "active":
+                work.retracts.append(old)
+            pending.append((key, old, "insert", values["period"], values["value_hash"], values))
         else:
-            result.unchanged += 1
-    if not (inserts or updates or to_retract):
+            work.updates.append((old, values))
+    for old in to_retract:
+        if (old.agency, old.period) in closed:
+            pending.append((old.fact_key, old, "retract", old.period, RETRACTED_HASH, {}))
+        else:
+            work.retracts.append(old)
+    if pending:
+        latest = _latest_corrections(conn, [p[0] for p in pending])
+        for key, old, op, period, proposed_hash, values in pending:
+            previous = latest.get(key)
+            if op == "revert" and (previous is None or previous == proposed_hash):
+                continue  # never corrected, or already back to the frozen values
+            if previous == proposed_hash:
+                continue  # this correction is already recorded
+            work.corrections.append(_correction(conn, key, old, op, period, proposed_hash, values, now))
+    return work
+
+
+def _correction(conn: Connection, key: str, old: Any, op: str, period: str, proposed_hash: str,
+                values: dict[str, Any], now: datetime) -> dict[str, Any]:  # fmt: skip
+    if op == "retract":
+        full = conn.execute(select(FACT).where(FACT.c.id == old.id)).one()._asdict()
+        proposed = {**full, "state": "retracted", "version": old.version + 1, "change_seq": None, "updated_at": now}
+        agency = old.agency
+    else:
+        version = old.version + 1 if old is not None else 1
+        proposed = {**values, "id": old.id if old is not None else None, "fact_key": key, "state": "active",
+                    "version": version, "change_seq": None, "updated_at": now}  # fmt: skip
+        agency = old.agency if old is not None and op != "insert" else values["agency"]
+    return {
+        "fact_id": old.id if old is not None else None,
+        "fact_key": key,
+        "agency": agency,
+        "period": period,
+        "op": op,
+        "proposed_hash": proposed_hash,
+        "proposed": orjson.dumps(snapshot(proposed)).decode(),
+        "detected_at": now,
+    }
+
+
+def write_facts(
+    conn: Connection, *, origins: Iterable[Origin], facts: Sequence[Fact], now: datetime
+) -> FactWriteResult:
+    """Make the store's facts for ``origins`` equal ``facts``; see the module docstring."""
+    wanted: dict[str, dict[str, Any]] = {}
+    for fact in facts:
+        values = fact_values(fact)
+        values["value_hash"] = value_hash(values)
+        wanted[fact.natural_key] = values  # a later fact for the same key in one page wins
+    origin_list = list(dict.fromkeys(origins))
+
+    work = _plan(conn, wanted, origin_list, now)
+    if work.empty:
+        return FactWriteResult(unchanged=work.unchanged)
+    lock_fact_writes(conn)
+    if conn.dialect.name == "postgresql":
+        # Read again under the lock: another writer (or a period closure) may have committed since.
+        work = _plan(conn, wanted, origin_list, now)
+    result = FactWriteResult(unchanged=work.unchanged, corrected=len(work.corrections))
+    if work.corrections:
+        conn.execute(CORRECTION.insert(), work.corrections)
+    if not (work.inserts or work.updates or work.retracts):
         return result
 
-    lock_fact_writes(conn)
     next_seq = (conn.execute(select(func.coalesce(func.max(CHANGE.c.seq), 0))).scalar_one()) + 1
     next_id = (conn.execute(select(func.coalesce(func.max(FACT.c.id), 0))).scalar_one()) + 1
     changes: list[dict[str, Any]] = []
@@ -214,12 +339,12 @@ def write_facts(
         )
         next_seq += 1
 
-    for row in inserts:
+    for row in work.inserts:
         row.update(id=next_id, state="active", version=1, created_at=now, updated_at=now)
         next_id += 1
         record(row, "insert")
     update_rows: list[dict[str, Any]] = []
-    for old, values in updates:
+    for old, values in work.updates:
         row = {
             **values,
             "id": old.id,
@@ -232,19 +357,19 @@ def write_facts(
         record(row, "update")
         update_rows.append(row)
     retract_rows: list[dict[str, Any]] = []
-    if to_retract:
+    if work.retracts:
         full = {
             r.fact_key: r._asdict()
-            for chunk in _chunks([r.id for r in to_retract])
+            for chunk in _chunks([r.id for r in work.retracts])
             for r in conn.execute(select(FACT).where(FACT.c.id.in_(chunk)))
         }
-        for old in to_retract:
+        for old in work.retracts:
             row = {**full[old.fact_key], "state": "retracted", "version": old.version + 1, "updated_at": now}
             record(row, "retract")
             retract_rows.append(row)
 
-    if inserts:
-        conn.execute(FACT.insert(), inserts)
+    if work.inserts:
+        fast_insert(conn, FACT, _FACT_COLUMNS, work.inserts)
     for rows in (update_rows, retract_rows):
         if rows:
             conn.execute(
@@ -254,6 +379,6 @@ def write_facts(
                     for r in rows
                 ],
             )
-    conn.execute(CHANGE.insert(), changes)
-    result.inserted, result.updated, result.retracted = len(inserts), len(update_rows), len(retract_rows)
+    fast_insert(conn, CHANGE, _CHANGE_COLUMNS, changes)
+    result.inserted, result.updated, result.retracted = len(work.inserts), len(update_rows), len(retract_rows)
     return result

@@ -235,3 +235,76 @@ class SchemaMigration(SQLModel, table=True):
     version: int = Field(primary_key=True)
     description: str
     applied_at: datetime = _ts()
+
+
+# --- migration 2 (facts API): API clients and keys, corrections to closed periods, frozen policies -----------
+
+
+class ApiClient(SQLModel, table=True):
+    """A caller of the facts API: the agencies it may read (``*`` = all) and its roles (read_facts, admin)."""
+
+    __tablename__ = "api_client"
+    id: str = Field(primary_key=True)
+    name: str
+    agencies: str = _text(nullable=False)  # JSON list of agency codes, or ["*"]
+    roles: str = _text(nullable=False)  # JSON list: read_facts | admin
+    rate_per_minute: int | None = None  # None: the gateway's default
+    disabled: bool = False
+    created_at: datetime = _ts()
+
+
+class ApiKey(SQLModel, table=True):
+    """An API key: only its SHA-256 hash is stored; the secret is shown once, when issued."""
+
+    __tablename__ = "api_key"
+    __table_args__ = (Index("ix_api_key_client", "client_id"),)
+    key_id: str = Field(primary_key=True)
+    client_id: str
+    secret_hash: str
+    created_at: datetime = _ts()
+    expires_at: datetime | None = _ts(nullable=True)
+    revoked_at: datetime | None = _ts(nullable=True)
+
+
+class FactCorrection(SQLModel, table=True):
+    """A source change that touches a closed (agency, period): recorded here, the frozen fact is left as it was."""
+
+    __tablename__ = "fact_correction"
+    __table_args__ = (
+        Index("ix_fact_correction_period", "agency", "period", "id"),
+        Index("ix_fact_correction_key", "fact_key", "id"),
+    )
+    id: int | None = _bigint_pk()
+    fact_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    fact_key: str
+    agency: str
+    period: str  # the closed period the change touches
+    op: str  # insert | update | retract | revert
+    proposed_hash: str
+    proposed: str = _text(nullable=False)  # JSON of the values the source now gives (snapshot shape)
+    detected_at: datetime = _ts()
+
+
+class PeriodPolicy(SQLModel, table=True):
+    """The scoring policy in force when a period was closed, so its summaries stay reproducible."""
+
+    __tablename__ = "period_policy"
+    agency: str = Field(primary_key=True)
+    period: str = Field(primary_key=True)
+    policy: str = _text(nullable=False)
+    fact_count: int = 0
+
+
+# --- migration 3 (operations): per-source control shared by every replica ------------------------------------
+
+
+class SourceControl(SQLModel, table=True):
+    """A source's operator state: paused (every replica skips it) and a pending manual trigger."""
+
+    __tablename__ = "source_control"
+    source: str = Field(primary_key=True)
+    paused: bool = False
+    reason: str | None = _text()
+    updated_by: str | None = None
+    updated_at: datetime = _ts()
+    trigger_requested_at: datetime | None = _ts(nullable=True)

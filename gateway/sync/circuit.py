@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 CLOSED, OPEN, HALF_OPEN = 0, 1, 2
+STATE_NAMES = ("closed", "open", "half-open")  # the gauge kpigw_source_circuit_state uses the numbers
 
 
 @dataclass
@@ -23,6 +24,10 @@ class Circuit:
     state: int = CLOSED
     _opened_at: float = field(default=0.0, repr=False)
     _current_cooldown: float = field(default=0.0, repr=False)
+
+    @property
+    def state_name(self) -> str:
+        return STATE_NAMES[self.state]
 
     def allows(self) -> bool:
         if self.state == OPEN and self.clock() - self._opened_at >= self._current_cooldown:

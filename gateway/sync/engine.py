@@ -13,10 +13,13 @@ with the run marked failed and the cursor at the last committed page; other stre
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -35,15 +38,21 @@ log = logging.getLogger("kpigw.sync")
 
 
 class Problem(Protocol):
-    kind: str
-    detail: str
-    quarantine: bool
+    @property
+    def kind(self) -> str: ...
+    @property
+    def detail(self) -> str: ...
+    @property
+    def quarantine(self) -> bool: ...
 
 
-class ValuationLike(Protocol):
-    facts: Sequence[Fact]
-    unmatched: bool
-    problems: Sequence[Problem]
+class ValuationLike(Protocol):  # read-only members: a frozen Valuation with list fields matches
+    @property
+    def facts(self) -> Sequence[Fact]: ...
+    @property
+    def unmatched(self) -> bool: ...
+    @property
+    def problems(self) -> Sequence[Problem]: ...
 
 
 class Valuer(Protocol):
@@ -81,6 +90,44 @@ class RunReport:
         return sum(s.facts_written for s in self.streams)
 
 
+_DONE: Any = object()
+
+
+def _one_page_ahead(pages: Iterator[Page], thread_name: str) -> Generator[Page, None, None]:
+    """Yield ``pages``, fetching the next one on a worker thread while the caller stores the current one.
+
+    Fetching (network wait, the source's own time, JSON decoding) then overlaps archiving, valuing and the
+    commit. At most one page is fetched ahead, so memory stays at two pages whatever the backfill size. A
+    fetch error is re-raised here, in the caller's thread, when that page is due: the engine's error arms see
+    exactly the exception the connector raised, at the same point of the loop as without the worker. The
+    source iterator is only ever advanced by the worker, one step at a time, and closed here once the worker
+    is idle.
+    """
+    context = contextvars.copy_context()  # the worker logs with the run's correlation id
+
+    def fetch() -> Page:
+        page: Page = context.run(next, pages, _DONE)
+        return page
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
+    ahead: Future[Page] | None = None
+    try:
+        ahead = pool.submit(fetch)
+        while True:
+            page = ahead.result()  # re-raises the fetch's exception, if any
+            if page is _DONE:
+                return
+            ahead = pool.submit(fetch)
+            yield page
+    finally:
+        if ahead is not None and not ahead.done():  # the caller stopped early: let the fetch finish first
+            ahead.exception()
+        pool.shutdown(wait=True)
+        close = getattr(pages, "close", None)
+        if close is not None:
+            close()
+
+
 @dataclass
 class _PageWork:
     items: list[tuple[WorkItem, str, str | None]] = field(default_factory=list)
@@ -113,8 +160,13 @@ class SyncEngine:
         self._running: set[str] = set()
         self._guard = threading.Lock()
 
-    def run(self, connector: Connector, *, streams: Sequence[str] | None = None, trigger: str = "manual") -> RunReport:
-        """Sync ``connector``'s streams; never raises for source problems (they are in the report)."""
+    def run(self, connector: Connector, *, streams: Sequence[str] | None = None, trigger: str = "manual",
+            should_continue: Callable[[], bool] | None = None) -> RunReport:
+        """Sync ``connector``'s streams; never raises for source problems (they are in the report).
+
+        ``should_continue`` is asked before each page is stored: False (the lease was lost, the replica is
+        stopping, the source was paused) ends the stream at the last committed page, error kind ``Cancelled``.
+        """
         source = connector.name
         with self._guard:
             if source in self._running:
@@ -131,7 +183,7 @@ class SyncEngine:
             health = self._metrics.source(source)
             health.last_attempt = time.time()
             for stream in streams or connector.streams():
-                report.streams.append(self._run_stream(connector, stream, run_id))
+                report.streams.append(self._run_stream(connector, stream, run_id, should_continue))
             failed = [s for s in report.streams if s.error]
             quarantined = any(s.quarantined for s in report.streams)
             report.outcome = "failed" if failed else "partial" if quarantined else "success"
@@ -161,16 +213,25 @@ class SyncEngine:
             with self._guard:
                 self._running.discard(source)
 
-    def _run_stream(self, connector: Connector, stream: str, run_id: int) -> StreamReport:
+    def _run_stream(self, connector: Connector, stream: str, run_id: int,
+                    should_continue: Callable[[], bool] | None = None) -> StreamReport:
         report = StreamReport(stream=stream)
         source = connector.name
+        if should_continue is not None and not should_continue():
+            report.error, report.error_kind = "cancelled before the stream started", "Cancelled"
+            return report
         with self._db.connect() as conn:
             cursor = rec_store.get_cursor(conn, source, stream)
         try:
-            for page in connector.read(stream, cursor):
-                self._failpoints.hit("page_fetched")
-                self._store_page(connector, stream, page, run_id, report)
-                self._failpoints.hit("page_committed")
+            # closing(): a store error stops the fetch worker now, not when the traceback is collected
+            with closing(_one_page_ahead(connector.read(stream, cursor), f"{source}-{stream}-fetch")) as pages:
+                for page in pages:
+                    if should_continue is not None and not should_continue():
+                        report.error, report.error_kind = "cancelled between pages", "Cancelled"
+                        break
+                    self._failpoints.hit("page_fetched")
+                    self._store_page(connector, stream, page, run_id, report)
+                    self._failpoints.hit("page_committed")
         except (TransientError, StreamError) as exc:
             report.error, report.error_kind = str(exc), type(exc).__name__
             body = getattr(exc, "body", None)

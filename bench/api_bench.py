@@ -1,0 +1,221 @@
+"""Facts API benchmark on PostgreSQL: >= 1 million facts, 50 concurrent clients, p50/p99 per request kind.
+
+    python bench/api_bench.py [--facts 1000000] [--clients 50] [--seconds 15] [--workers 2]
+                              [--database-url postgresql://...]   # default: a fresh database, dropped after
+
+Loads facts and their change feed with COPY (about a minute per million), starts the API in uvicorn worker
+processes with an API key, then for each request kind runs ``--clients`` closed-loop clients (no think time)
+for ``--seconds`` and reports latency percentiles. Kinds:
+
+- ``facts_page``: ``/v1/facts?agency=A&period=P&limit=500`` (random agency and month);
+- ``unit_month_summary``: ``/v1/summaries?agency=A&unit=U&period=P&group_by=person``;
+- ``change_feed``: ``/v1/facts/changes?after=T&limit=500`` from a random point of the feed.
+
+The last line printed is one JSON object with every figure. Every request is authenticated, rate-limited
+(limit raised for the bench) and audited, exactly as in production.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import orjson
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from gateway.store.db import make_engine, migrate  # noqa: E402
+from gateway.store.facts import snapshot  # noqa: E402
+
+AGENCIES = [f"AG{i:02d}" for i in range(14)]
+UNITS_PER_AGENCY = 20
+MONTHS = [f"2026-{m:02d}" for m in range(1, 13)]
+PG = os.environ.get("KPIGW_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+FACT_COLS = ("id", "fact_key", "item_key", "person_id", "role", "agency", "unit", "period", "product_code",
+             "catalog_version", "rule_id", "units_scaled", "quantity_scaled", "assigned", "completed", "due_at",
+             "done_at", "on_time", "delays", "failed_reviews", "exempt", "source", "stream", "record_key", "lineage",
+             "state", "value_hash", "version", "change_seq", "created_at", "updated_at")
+CHANGE_COLS = ("seq", "fact_id", "fact_key", "op", "agency", "period", "version", "committed_at", "snapshot")
+
+
+def load(url: str, n: int) -> None:
+    rnd = random.Random(7)
+    now = datetime(2026, 12, 31, tzinfo=UTC)
+    started = time.perf_counter()
+    # two connections: one COPY at a time per connection
+    with psycopg.connect(url) as conn, psycopg.connect(url) as conn2, conn.cursor() as cur, conn2.cursor() as cur2:
+        with cur.copy(f"COPY fact ({', '.join(FACT_COLS)}) FROM STDIN") as fcopy, \
+                cur2.copy(f"COPY fact_change ({', '.join(CHANGE_COLS)}) FROM STDIN") as ccopy:
+            for i in range(1, n + 1):
+                agency = AGENCIES[i % len(AGENCIES)]
+                unit = f"{agency}.U{(i // len(AGENCIES)) % UNITS_PER_AGENCY:02d}"
+                month = MONTHS[(i // 7) % 12]
+                due = datetime(2026, int(month[5:]), rnd.randint(1, 28), 3, tzinfo=UTC)
+                late = rnd.random() < 0.15
+                done = due + timedelta(days=rnd.randint(1, 9)) if late else due - timedelta(days=rnd.randint(0, 5))
+                person = f"{unit}.P{rnd.randint(0, 14):02d}"
+                key = f"{agency}:doc{i}|{person}|lead"
+                lineage = orjson.dumps({"raw": {"source": "eoffice", "stream": "docs", "record_key": str(i)},
+                                        "rule": {"id": "r-doc", "file": "rules/common.yaml", "line": 3},
+                                        "person": {"system": "ioffice", "user_id": f"u{i % 9000}",
+                                                   "person_id": person}}).decode()  # fmt: skip
+                row = {"id": i, "fact_key": key, "item_key": f"{agency}:doc{i}", "person_id": person, "role": "lead",
+                       "agency": agency, "unit": unit, "period": month, "product_code": f"P{i % 40}",
+                       "catalog_version": "2026.1", "rule_id": "r-doc",
+                       "units_scaled": rnd.choice([5000, 10000, 25000]),
+                       "quantity_scaled": 10000, "assigned": True, "completed": rnd.random() < 0.9, "due_at": due,
+                       "done_at": done, "on_time": not late, "delays": int(late) * rnd.randint(1, 2),
+                       "failed_reviews": int(rnd.random() < 0.1), "exempt": rnd.random() < 0.01,
+                       "source": "eoffice", "stream": "docs", "record_key": str(i), "lineage": lineage,
+                       "state": "active", "value_hash": f"{i:032x}", "version": 1, "change_seq": i,
+                       "created_at": now, "updated_at": now}  # fmt: skip
+                if not row["completed"]:
+                    row.update(done_at=None, on_time=None, delays=0)
+                fcopy.write_row([row[c] for c in FACT_COLS])
+                ccopy.write_row([i, i, key, "insert", agency, month, 1, now, orjson.dumps(snapshot(row)).decode()])
+                if i % 200_000 == 0:
+                    print(f"  loaded {i:,} facts ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+        conn.commit()
+        conn2.commit()
+        conn.autocommit = True
+        conn.execute("ANALYZE fact")
+        conn.execute("ANALYZE fact_change")
+    print(f"  loaded {n:,} facts + changes in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+
+
+def app_factory() -> object:
+    """uvicorn ``--factory`` entry for the worker processes (settings from the environment)."""
+    from gateway.api import create_app
+    from gateway.runtime import build_runtime
+    from gateway.settings import Settings
+
+    return create_app(build_runtime(Settings(scheduler=False)), start_scheduler=False)
+
+
+def _token(kind: str, value: int) -> str:
+    return base64.urlsafe_b64encode(f"{kind}:{value}".encode()).decode().rstrip("=")
+
+
+def run_kind(base: str, key: str, kind: str, clients: int, seconds: float, n: int) -> dict[str, float]:
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def url(rnd: random.Random) -> str:
+        agency, month = rnd.choice(AGENCIES), rnd.choice(MONTHS)
+        if kind == "facts_page":
+            return f"/v1/facts?agency={agency}&period={month}&limit=500"
+        if kind == "unit_month_summary":
+            unit = f"{agency}.U{rnd.randrange(UNITS_PER_AGENCY):02d}"
+            return f"/v1/summaries?agency={agency}&unit={unit}&period={month}&group_by=person"
+        return f"/v1/facts/changes?after={_token('seq', rnd.randrange(n - 500))}&limit=500"
+
+    def client(seed: int) -> None:
+        rnd = random.Random(seed)
+        mine: list[float] = []
+        # Connection: close: keep-alive over uvicorn's h11 meets delayed ACKs (+40 ms) on this loopback
+        with httpx.Client(base_url=base, headers={"X-API-Key": key, "Connection": "close"}, timeout=30) as http:
+            while time.monotonic() < stop:
+                t = time.perf_counter()
+                r = http.get(url(rnd))
+                mine.append(time.perf_counter() - t)
+                if r.status_code != 200:
+                    with lock:
+                        errors[0] += 1
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=client, args=(s,)) for s in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if len(latencies) < 2:
+        return {"requests": len(latencies), "errors": errors[0], "rps": 0.0, "p50_ms": -1.0, "p99_ms": -1.0}
+    q = statistics.quantiles(latencies, n=100)
+    return {"requests": len(latencies), "errors": errors[0], "rps": round(len(latencies) / seconds, 1),
+            "p50_ms": round(q[49] * 1000, 1), "p99_ms": round(q[98] * 1000, 1)}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--facts", type=int, default=1_000_000)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--database-url", help="an existing empty database (default: a fresh one, dropped after)")
+    args = parser.parse_args()
+
+    name = None
+    url = args.database_url
+    if url is None:
+        name = f"kpigw_api_bench_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(PG, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        url = PG.rsplit("/", 1)[0] + "/" + name
+    server = None
+    try:
+        engine = make_engine(url)
+        migrate(engine)
+        load(url, args.facts)
+        from gateway.store import clients
+
+        with engine.begin() as conn:
+            clients.create_client(conn, client_id="bench", name="bench", agencies=["*"], roles=["read_facts"],
+                                  rate_per_minute=10_000_000, now=datetime.now(UTC))  # fmt: skip
+            key = clients.issue_key(conn, client_id="bench", now=datetime.now(UTC))[1]
+        engine.dispose()
+        env = {**os.environ, "KPIGW_DATABASE_URL": url, "KPIGW_SOURCES_DIR": tempfile.mkdtemp(),
+               "KPIGW_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}  # fmt: skip
+        server = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "bench.api_bench:app_factory", "--factory", "--port", str(args.port),
+             "--workers", str(args.workers), "--log-level", "warning", "--no-access-log"],
+            cwd=ROOT, env=env,
+        )  # fmt: skip
+        base = f"http://127.0.0.1:{args.port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("the API did not start")
+            time.sleep(0.2)
+        results: dict[str, object] = {"facts": args.facts, "clients": args.clients, "seconds": args.seconds,
+                                      "workers": args.workers, "cpus": os.cpu_count()}  # fmt: skip
+        for kind in ("facts_page", "unit_month_summary", "change_feed"):
+            run_kind(base, key, kind, args.clients, 2, args.facts)  # warm-up
+            results[kind] = run_kind(base, key, kind, args.clients, args.seconds, args.facts)
+            print(f"  {kind}: {results[kind]}", file=sys.stderr, flush=True)
+        results["target_p99_ms"] = 100
+        print(json.dumps(results))
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(10)
+        if name is not None:
+            with psycopg.connect(PG, autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    main()

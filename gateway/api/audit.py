@@ -1,0 +1,42 @@
+"""The audit log of reads of personal facts: who, which route and filter, how many rows. One row per read,
+committed after the query, before the response leaves."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, select
+
+from gateway.security.principal import Principal
+from gateway.store.models import AuditLog
+
+AUDIT = AuditLog.__table__  # type: ignore[attr-defined]
+
+
+def _row(principal: Principal, action: str, detail: Mapping[str, Any]) -> dict[str, Any]:
+    blob = orjson.dumps(dict(detail), option=orjson.OPT_SORT_KEYS, default=str).decode()
+    return {"at": datetime.now(UTC), "actor": principal.client_id, "action": action, "detail": blob}
+
+
+def record_read(conn: Connection, principal: Principal, *, action: str, filters: Mapping[str, Any],
+                rows: int) -> None:  # fmt: skip
+    """Append the entry on the request's own connection and commit (on SQLite a second connection would wait
+    for the lock this one holds)."""
+    detail = {"filter": dict(filters), "rows": rows, "via": principal.via, "scope": principal.scope.listing()}
+    conn.execute(AUDIT.insert(), _row(principal, action, detail))
+    conn.commit()
+
+
+def record_admin(conn: Connection, principal: Principal, *, action: str, detail: Mapping[str, Any]) -> None:
+    conn.execute(AUDIT.insert(), _row(principal, action, detail))
+
+
+def list_audit(conn: Connection, *, after: int, limit: int, actor: str | None = None) -> list[dict[str, Any]]:
+    stmt = select(AUDIT).where(AUDIT.c.id > after).order_by(AUDIT.c.id).limit(limit)
+    if actor is not None:
+        stmt = stmt.where(AUDIT.c.actor == actor)
+    return [{"id": r.id, "at": r.at.isoformat(), "actor": r.actor, "action": r.action,
+             "detail": orjson.loads(r.detail)} for r in conn.execute(stmt)]  # fmt: skip

@@ -1,0 +1,196 @@
+"""``/v1/facts``, ``/v1/facts/changes``, ``/v1/facts/{id}``, ``/v1/summaries`` and ``/v1/export``.
+
+Routes are thin: they check the caller's role and any explicitly named agency (403), call a query function
+that applies the caller's scope in SQL (so an unchecked route still cannot leak), write the audit log entry
+and serialize with orjson.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import Response
+
+from gateway.api import audit
+from gateway.api.deps import ConnDep, ReaderDep, RuntimeDep
+from gateway.api.export import FACT_COLUMNS, SUMMARY_COLUMNS, fact_rows, summary_rows, to_csv, to_xlsx
+from gateway.api.facts import BadPageToken, FactFilter, get_fact, list_changes, list_fact_json, list_facts
+from gateway.api.problems import ApiError, problem_responses
+from gateway.api.schemas import ChangePage, FactDetail, FactPage, SummaryPage
+from gateway.api.summaries import SUMMARY_PERIOD, policy_summary, summarize
+from gateway.runtime import Runtime
+from gateway.security import Principal
+from gateway.types import VN_TZ
+
+MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
+Status = Literal["assigned", "completed", "open", "on_time", "late", "exempt", "failed_review", "delayed"]
+CODE = Annotated[str | None, Query(max_length=200)]
+router = APIRouter(prefix="/v1", responses=problem_responses(400, 401, 403, 422, 429))
+
+
+def json(data: Any) -> Response:
+    return Response(orjson.dumps(data), media_type="application/json")
+
+
+def _cap(request: Request, limit: int) -> int:
+    runtime: Runtime = request.app.state.runtime
+    return min(limit, runtime.settings.max_page_size)
+
+
+def _rule(runtime: Runtime) -> Any:
+    def find(agency: str, rule_id: str) -> dict[str, Any] | None:
+        rule = runtime.mappings.current.rule(agency, rule_id)
+        if rule is None:
+            return None
+        version = runtime.mappings.current.version
+        return {"id": rule.id, "file": rule.file, "line": rule.line, "agency": rule.agency, "mappings_version": version}
+
+    return find
+
+
+def policy_for(runtime: Runtime) -> Any:
+    return lambda agency: policy_summary(runtime.mappings.current.policy_for(agency))
+
+
+def _check_agency(principal: Principal, agency: str | None) -> None:
+    if agency is not None:
+        principal.require_agency(agency)
+
+
+@router.get("/facts", tags=["facts"], response_model=FactPage, summary="List facts (filters, keyset pages)")
+def get_facts(
+    request: Request, rt: RuntimeDep, conn: ConnDep, caller: ReaderDep,
+    agency: CODE = None, unit: CODE = None, person: CODE = None,
+    period: Annotated[str | None, Query(pattern=MONTH, description="YYYY-MM")] = None,
+    product: CODE = None, source: CODE = None,
+    status: Annotated[Status | None, Query(description="work status of the fact")] = None,
+    state: Annotated[Literal["active", "retracted", "any"], Query()] = "active",
+    changed_since: Annotated[datetime | None, Query(description="updated at or after (naive = Vietnam time)")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after: Annotated[str | None, Query(max_length=64, description="the `next` of the previous page")] = None,
+) -> Response:  # fmt: skip
+    _check_agency(caller, agency)
+    since = None if changed_since is None else (
+        changed_since if changed_since.tzinfo else changed_since.replace(tzinfo=VN_TZ))  # fmt: skip
+    filters = FactFilter(agency=agency, unit=unit, person=person, period=period, product=product, source=source,
+                         status=status, state=None if state == "any" else state, changed_since=since)  # fmt: skip
+    items, next_token = list_fact_json(conn, scope=caller.scope, filters=filters, limit=_cap(request, limit),
+                                       after=after)  # fmt: skip
+    audit.record_read(conn, caller, action="read_facts", filters=filters.public(), rows=len(items))
+    return json({"items": items, "next": next_token})
+
+
+@router.get("/facts/changes", tags=["facts"], response_model=ChangePage,
+            summary="Change feed: inserts, updates, retractions in commit order")  # fmt: skip
+def get_changes(
+    request: Request, rt: RuntimeDep, conn: ConnDep, caller: ReaderDep,
+    after: Annotated[str | None, Query(max_length=64, description="the `next` of the previous call")] = None,
+    agency: CODE = None, limit: Annotated[int, Query(ge=1, le=1000)] = 500,
+) -> Response:  # fmt: skip
+    _check_agency(caller, agency)
+    items, token, more = list_changes(conn, scope=caller.scope, after=after, limit=_cap(request, limit), agency=agency)
+    audit.record_read(conn, caller, action="read_changes", filters={"after": after, "agency": agency},
+                      rows=len(items))  # fmt: skip
+    return json({"items": items, "next": token, "has_more": more})
+
+
+@router.get("/facts/{fact_id}", tags=["facts"], response_model=FactDetail, responses=problem_responses(404),
+            summary="One fact with its full lineage, history, closure and corrections")  # fmt: skip
+def get_one_fact(
+    rt: RuntimeDep, conn: ConnDep, caller: ReaderDep, fact_id: Annotated[int, Path(ge=1, le=2**62)],
+) -> Response:
+    found = get_fact(conn, scope=caller.scope, fact_id=fact_id, rule_source=_rule(rt))
+    audit.record_read(conn, caller, action="read_fact", filters={"id": fact_id}, rows=int(found is not None))
+    if found is None:
+        raise ApiError(404, "Not found", f"no fact {fact_id} among the agencies you may read")
+    return json(found)
+
+
+def _group_token(key: list[Any]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(key)).decode().rstrip("=")
+
+
+def _after_group(token: str) -> list[Any]:
+    try:
+        key = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (ValueError, orjson.JSONDecodeError) as exc:
+        raise BadPageToken("the page token is not one this API issued; start without one") from exc
+    if not isinstance(key, list):
+        raise BadPageToken("the page token is not one this API issued; start without one")
+    return key
+
+
+@router.get("/summaries", tags=["summaries"], response_model=SummaryPage,
+            summary="Inputs of criteria a, b, c per person, unit or agency, with a reference score")  # fmt: skip
+def get_summaries(
+    request: Request, rt: RuntimeDep, conn: ConnDep, caller: ReaderDep,
+    period: Annotated[str, Query(pattern=SUMMARY_PERIOD, description="YYYY-MM, YYYY-Qn or YYYY")],
+    group_by: Annotated[Literal["person", "unit", "agency"], Query()] = "unit",
+    agency: CODE = None, unit: CODE = None, person: CODE = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+    after: Annotated[str | None, Query(max_length=400)] = None,
+) -> Response:  # fmt: skip
+    _check_agency(caller, agency)
+    groups = summarize(conn, scope=caller.scope, group_by=group_by, period=period, policy_for=policy_for(rt),
+                       agency=agency, unit=unit, person=person)  # fmt: skip
+    keys = ("agency", "unit", "person_id")
+    if after:
+        mark = [x or "" for x in _after_group(after)]
+        groups = [g for g in groups if [g.get(k) or "" for k in keys if k in g] > mark]
+    page = groups[: _cap(request, limit)]
+    more = len(groups) > len(page)
+    token = _group_token([page[-1].get(k) for k in keys if k in page[-1]]) if more and page else None
+    audit.record_read(conn, caller, action="read_summaries", rows=len(page), filters={
+        "period": period, "group_by": group_by, "agency": agency, "unit": unit, "person": person})  # fmt: skip
+    return json({"items": page, "next": token})
+
+
+@router.get("/export", tags=["export"], summary="A unit-period's facts and summaries as CSV or XLSX",
+            responses={200: {"content": {"text/csv": {"schema": {"type": "string"}},
+                                         "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet":
+                                             {"schema": {"type": "string", "format": "binary"}}},
+                             "description": "the file"}})  # fmt: skip
+def export(
+    rt: RuntimeDep, conn: ConnDep, caller: ReaderDep,
+    agency: Annotated[str, Query(max_length=200)], unit: Annotated[str, Query(max_length=200)],
+    period: Annotated[str, Query(pattern=SUMMARY_PERIOD, description="YYYY-MM, YYYY-Qn or YYYY")],
+    format: Annotated[Literal["csv", "xlsx"], Query()] = "csv",
+    table: Annotated[Literal["facts", "summaries"], Query(description="CSV only; XLSX has both")] = "facts",
+) -> Response:  # fmt: skip
+    caller.require_agency(agency)
+    from gateway.api.summaries import months_of
+
+    facts: list[dict[str, Any]] = []
+    for month in months_of(period):
+        after: str | None = None
+        while True:
+            page, after = list_facts(conn, scope=caller.scope, limit=1000, after=after,
+                                     filters=FactFilter(agency=agency, unit=unit, period=month))  # fmt: skip
+            facts.extend(page)
+            if after is None:
+                break
+    people = summarize(conn, scope=caller.scope, group_by="person", period=period, policy_for=policy_for(rt),
+                       agency=agency, unit=unit)  # fmt: skip
+    total = summarize(conn, scope=caller.scope, group_by="unit", period=period, policy_for=policy_for(rt),
+                      agency=agency, unit=unit)  # fmt: skip
+    audit.record_read(conn, caller, action="export", rows=len(facts), filters={
+        "agency": agency, "unit": unit, "period": period, "format": format, "table": table})  # fmt: skip
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", f"kpigw-{agency}-{unit}-{period}")  # header-safe ASCII
+    if format == "csv":
+        if table == "facts":
+            body = to_csv(FACT_COLUMNS, fact_rows(facts))
+        else:
+            body = to_csv(SUMMARY_COLUMNS, summary_rows(total + people))
+        return Response(body, media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="{name}-{table}.csv"'})  # fmt: skip
+    stamp = max((datetime.fromisoformat(f["updated_at"]) for f in facts if f["updated_at"]),
+                default=datetime(2000, 1, 1, tzinfo=UTC))  # fmt: skip
+    body = to_xlsx([("facts", FACT_COLUMNS, fact_rows(facts)),
+                    ("summaries", SUMMARY_COLUMNS, summary_rows(total + people))], stamp=stamp)  # fmt: skip
+    return Response(body, media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                    headers={"Content-Disposition": f'attachment; filename="{name}.xlsx"'})  # fmt: skip

@@ -1,0 +1,80 @@
+"""``/v1/periods``: close an agency's month, check that it is still reproducible, list corrections."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import Response
+
+from gateway.api import audit
+from gateway.api.deps import AdminDep, ConnDep, ReaderDep, RuntimeDep
+from gateway.api.facts import decode_token, encode_token
+from gateway.api.problems import ApiError, problem_responses
+from gateway.api.routes_facts import MONTH, json
+from gateway.api.schemas import ClosureCheck, ClosureOut, CorrectionPage
+from gateway.api.summaries import policy_summary
+from gateway.store import periods
+
+router = APIRouter(prefix="/v1", tags=["periods"], responses=problem_responses(400, 401, 403, 422, 429))
+Agency = Annotated[str, Path(max_length=200)]
+Month = Annotated[str, Path(pattern=MONTH, description="YYYY-MM")]
+
+
+@router.get("/periods", response_model=list[ClosureOut], summary="Closed periods")
+def list_periods(conn: ConnDep, caller: ReaderDep,
+                 agency: Annotated[str | None, Query(max_length=200)] = None) -> Response:  # fmt: skip
+    if agency is not None:
+        caller.require_agency(agency)
+    return json(periods.list_closures(conn, scope=caller.scope, agency=agency))
+
+
+@router.post("/periods/{agency}/{period}/close", status_code=201, response_model=ClosureOut,
+             responses=problem_responses(409), summary="Close a month: freeze its facts and summaries")  # fmt: skip
+def close(rt: RuntimeDep, caller: AdminDep, agency: Agency, period: Month) -> Response:
+    caller.require_agency(agency)
+    policy = policy_summary(rt.mappings.current.policy_for(agency))
+    try:
+        with rt.db.begin() as conn:
+            closure = periods.close_period(conn, agency=agency, period=period, by=caller.client_id, policy=policy,
+                                           now=datetime.now(UTC))  # fmt: skip
+            audit.record_admin(conn, caller, action="close_period",
+                               detail={"agency": agency, "period": period, "digest": closure["digest"]})  # fmt: skip
+    except periods.PeriodAlreadyClosed as exc:
+        raise ApiError(409, "Already closed", exc.message) from exc
+    response = json(closure)
+    response.status_code = 201
+    return response
+
+
+@router.get("/periods/{agency}/{period}", response_model=ClosureCheck, responses=problem_responses(404),
+            summary="A closure, with its digest recomputed now (reproducibility check)")  # fmt: skip
+def get_period(conn: ConnDep, caller: ReaderDep, agency: Agency, period: Month) -> Response:
+    caller.require_agency(agency)
+    closure = periods.get_closure(conn, scope=caller.scope, agency=agency, period=period)
+    if closure is None:
+        raise ApiError(404, "Not found", f"{agency} {period} is not closed")
+    now, _count = periods.facts_digest(conn, agency=agency, period=period)
+    return json({**closure, "digest_now": now, "reproducible": now == closure["digest"]})
+
+
+@router.get("/corrections", response_model=CorrectionPage,
+            summary="Source changes that arrived after their period was closed (frozen facts unchanged)")  # fmt: skip
+def get_corrections(
+    request: Request, rt: RuntimeDep, conn: ConnDep, caller: ReaderDep,
+    agency: Annotated[str | None, Query(max_length=200)] = None,
+    period: Annotated[str | None, Query(pattern=MONTH)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after: Annotated[str | None, Query(max_length=64)] = None,
+) -> Response:  # fmt: skip
+    if agency is not None:
+        caller.require_agency(agency)
+    size = min(limit, rt.settings.max_page_size)
+    items = periods.list_corrections(conn, scope=caller.scope, agency=agency, period=period, limit=size + 1,
+                                     after=decode_token(after, "cor") if after else 0)  # fmt: skip
+    more = len(items) > size
+    items = items[:size]
+    audit.record_read(conn, caller, action="read_corrections", rows=len(items),
+                      filters={"agency": agency, "period": period, "after": after})  # fmt: skip
+    return json({"items": items, "next": encode_token("cor", items[-1]["id"]) if more and items else None})
