@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import orjson
 
+from connectors._records import key_and_cursor
 from connectors.auth import build_auth
 from connectors.declarative.config import CursorKeysetPaginator, RestSourceConfig, StreamConfig, SubRequest
 from connectors.declarative.fieldmap import (
@@ -81,7 +82,9 @@ class RestConnector:
     def client(self) -> httpx.Client:
         if self._client is None:
             self._client = self._ctx.http_client(
-                base_url=self.cfg.base_url, limits=self._limits, headers=self.cfg.headers,
+                base_url=self.cfg.base_url,
+                limits=self._limits,
+                headers=self.cfg.headers,
                 **self._auth.client_kwargs(),  # e.g. a TLS context carrying the client certificate
             )
         return self._client
@@ -231,34 +234,19 @@ class RestConnector:
         records: list[SourceRecord] = []
         problems: list[RecordProblem] = []
         good: list[tuple[str, Mapping[str, Any], datetime | None]] = []
-        for item in items:
+        for index, item in enumerate(items):
             if not isinstance(item, Mapping):
-                problems.append(
-                    RecordProblem(
-                        key=f"#{len(good) + len(problems)}", payload=item, reason="record is not a JSON object"
-                    )
-                )
+                problems.append(RecordProblem(key=f"#{index}", payload=item, reason="record is not a JSON object"))
                 continue
-            key = s.key_of(item)
-            if key in (None, ""):
-                problems.append(
-                    RecordProblem(
-                        key=f"#{len(good) + len(problems)}",
-                        payload=item,
-                        reason=f"record has no key field {s.cfg.key!r}",
-                    )
-                )
+            found = key_and_cursor(item, index=index, key_of=s.key_of, key_name=s.cfg.key, cursor_of=s.cursor_of,
+                                   parse_cursor=s.parse_cursor)  # fmt: skip
+            if isinstance(found, RecordProblem):
+                problems.append(found)
                 continue
-            moment = None
-            if s.cursor_of is not None and s.parse_cursor is not None:
-                try:
-                    moment = s.parse_cursor(s.cursor_of(item))
-                except (ValueError, TypeError) as exc:
-                    problems.append(RecordProblem(key=str(key), payload=item, reason=f"bad cursor value: {exc}"))
-                    continue
-                if moment is not None and (high is None or moment > high):
-                    high = moment
-            good.append((str(key), item, moment))
+            key, moment = found
+            if moment is not None and (high is None or moment > high):
+                high = moment
+            good.append((key, item, moment))
         payloads = self._attach_sub_requests(s, [g[1] for g in good], problems, [g[0] for g in good])
         for (key, _item, moment), payload in zip(good, payloads, strict=True):
             if payload is not None:

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 from lxml import etree
 
+from connectors._records import key_and_cursor
 from connectors.auth import apply_ws_security, soap_body_values
 from connectors.declarative.config import CursorKeysetPaginator
 from connectors.declarative.fieldmap import (
@@ -302,20 +303,15 @@ class SoapConnector:
     ) -> tuple[list[SourceRecord], datetime | None]:
         records: list[SourceRecord] = []
         for index, item in enumerate(items):
-            key = s.key_of(item)
-            if key in (None, ""):
-                problems.append(RecordProblem(key=f"#{index}", payload=item, reason=f"record has no key {s.cfg.key!r}"))
+            found = key_and_cursor(item, index=index, key_of=s.key_of, key_name=s.cfg.key, cursor_of=s.cursor_of,
+                                   parse_cursor=s.parse_cursor)  # fmt: skip
+            if isinstance(found, RecordProblem):
+                problems.append(found)
                 continue
-            moment = None
-            if s.cursor_of is not None and s.parse_cursor is not None:
-                try:
-                    moment = s.parse_cursor(s.cursor_of(item))
-                except (ValueError, TypeError) as exc:
-                    problems.append(RecordProblem(key=str(key), payload=item, reason=f"bad cursor value: {exc}"))
-                    continue
-                if moment is not None and (high is None or moment > high):
-                    high = moment
-            records.append(SourceRecord(self.name, s.name, str(key), item, moment.isoformat() if moment else None))
+            key, moment = found
+            if moment is not None and (high is None or moment > high):
+                high = moment
+            records.append(SourceRecord(self.name, s.name, key, item, moment.isoformat() if moment else None))
         return records, high
 
     def normalize(self, record: SourceRecord) -> Sequence[WorkItem]:

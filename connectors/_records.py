@@ -1,0 +1,31 @@
+"""What every declarative connector does to a raw item before it is a ``SourceRecord``: find its key and cursor."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from gateway.connector import RecordProblem
+
+
+def key_and_cursor(
+    item: Mapping[str, Any],
+    *,
+    index: int,
+    key_of: Callable[[Any], Any],
+    key_name: str,
+    cursor_of: Callable[[Any], Any] | None,
+    parse_cursor: Callable[[Any], datetime | None] | None,
+) -> tuple[str, datetime | None] | RecordProblem:
+    """The item's key and cursor instant, or the problem that keeps it from being a record (never raised)."""
+    key = key_of(item)
+    if key is None or key == "":
+        return RecordProblem(key=f"#{index}", payload=item, reason=f"record has no key field {key_name!r}")
+    moment = None
+    if cursor_of is not None and parse_cursor is not None:
+        try:
+            moment = parse_cursor(cursor_of(item))
+        except (ValueError, TypeError) as exc:
+            return RecordProblem(key=str(key), payload=item, reason=f"bad cursor value: {exc}")
+    return str(key), moment
