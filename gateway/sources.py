@@ -27,6 +27,7 @@ class SourceSpec:
     config: Any  # the connector's validated config model (or the raw mapping for kinds without one)
     interval: float = 60.0
     jitter: float = 5.0
+    cron: str | None = None
     enabled: bool = True
 
     def build(self, context: ConnectorContext) -> Connector:
@@ -61,6 +62,7 @@ def load_source(path: Path, *, env: Mapping[str, str] | None = None) -> SourceSp
         config=config,
         interval=float(schedule.get("interval", 60.0)),
         jitter=float(schedule.get("jitter", 5.0)),
+        cron=schedule.get("cron"),
         enabled=bool(schedule.get("enabled", True)),
     )
 

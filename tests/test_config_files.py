@@ -104,3 +104,17 @@ streams: {{}}
     spec = load_source(path, env={})
     assert spec.config.auth.password.get_secret_value() == "s3cret"
     assert "s3cret" not in repr(spec.config)
+
+
+def test_schedule_cron_is_validated_at_load(tmp_path: Path) -> None:
+    text = """name: demo
+kind: rest
+base_url: http://127.0.0.1:1
+id_system: ioffice
+auth: {type: none}
+schedule: {cron: "%s"}
+streams: {}
+"""
+    assert load_source(_write(tmp_path, text % "*/5 7-18 * * 1-6"), env={}).cron == "*/5 7-18 * * 1-6"
+    with pytest.raises(ConfigError, match=r"src.yaml:6:\d+: schedule.cron: .*not a valid cron expression"):
+        load_source(_write(tmp_path, text % "every five minutes"), env={})

@@ -238,9 +238,21 @@ class LimitsConfig(_Strict):
 
 
 class ScheduleConfig(_Strict):
-    interval: float = 60.0
-    jitter: float = 5.0
+    """Every ``interval`` seconds, or at the times of ``cron`` (5 fields, Vietnam time); plus up to ``jitter`` s."""
+
+    interval: float = Field(default=60.0, gt=0)
+    jitter: float = Field(default=5.0, ge=0)
+    cron: str | None = None
     enabled: bool = True
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_valid(cls, value: str | None) -> str | None:
+        from croniter import croniter
+
+        if value is not None and not croniter.is_valid(value):
+            raise ValueError(f"{value!r} is not a valid cron expression (minute hour day month weekday)")
+        return value
 
 
 class RestSourceConfig(_Strict):

@@ -20,7 +20,7 @@ from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import __version__
-from gateway.api import problems, routes_admin, routes_facts, routes_periods
+from gateway.api import problems, routes_admin, routes_facts, routes_ops, routes_periods
 from gateway.api.deps import AdminDep, CallerDep, ConnDep, RuntimeDep
 from gateway.api.problems import ApiError, Problem, problem, problem_responses
 from gateway.runtime import Runtime
@@ -170,7 +170,7 @@ def create_app(runtime: Runtime, *, start_scheduler: bool | None = None,
         rt.scheduler.trigger(name)
         return {"source": name, "status": "triggered"}
 
-    for module in (routes_facts, routes_periods, routes_admin):
+    for module in (routes_facts, routes_periods, routes_admin, routes_ops):
         app.include_router(module.router)
     _document_problems(app)
     return app

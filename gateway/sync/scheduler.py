@@ -65,8 +65,7 @@ class Schedule:
 
     @classmethod
     def of(cls, spec: SourceSpec) -> Schedule:
-        cron: str | None = getattr(spec, "cron", None)  # SourceSpec.cron, where the source files allow it
-        return cls(interval=spec.interval, jitter=spec.jitter, cron=cron)
+        return cls(interval=spec.interval, jitter=spec.jitter, cron=spec.cron)
 
     def delay(self, now: datetime, rng: random.Random) -> float:
         """Seconds from ``now`` (aware) until the next run is due."""
