@@ -52,7 +52,7 @@ def test_schemathesis_every_operation(api: Api) -> None:
 
     for operation in operations:
 
-        @settings(max_examples=6, deadline=None, phases=[Phase.explicit, Phase.generate], database=None,
+        @settings(max_examples=8, deadline=None, phases=[Phase.explicit, Phase.generate], database=None, derandomize=True,
                   suppress_health_check=list(HealthCheck))  # fmt: skip
         @given(case=operation.as_strategy())
         def check(case: Any) -> None:

@@ -22,6 +22,7 @@ from gateway.security import Forbidden, Principal
 router = APIRouter(prefix="/v1/admin", tags=["operations"],
                    responses=problem_responses(401, 403, 404, 409, 422, 429))  # fmt: skip
 SourceName = Annotated[str, Path(max_length=64)]
+EntryId = Annotated[int, Path(ge=1, le=2**62)]  # a row id: anything else is a 422, never a database error
 
 
 class _Body(BaseModel):
@@ -38,8 +39,9 @@ class CursorResetIn(_Body):
 
 
 class ReplayIn(_Body):
-    ids: list[int] = Field(default_factory=list, max_length=10_000)
-    source: str | None = Field(default=None, max_length=64, description="every open entry of this source")
+    ids: list[Annotated[int, Field(ge=1, le=2**62)]] = Field(default_factory=list, max_length=10_000)
+    source: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
+                               description="every open entry of this source")  # fmt: skip
 
 
 class DiscardIn(_Body):
@@ -148,7 +150,7 @@ def list_quarantine(
 
 
 @router.get("/quarantine/{entry_id}", summary="One entry with its payload and reason")
-def get_quarantine(conn: ConnDep, caller: AdminDep, entry_id: int) -> dict[str, Any]:
+def get_quarantine(conn: ConnDep, caller: AdminDep, entry_id: EntryId) -> dict[str, Any]:
     _operator(caller)
     with _translated():
         return quarantine.get_entry(conn, entry_id)
@@ -167,12 +169,12 @@ def replay_many(rt: RuntimeDep, caller: AdminDep, body: ReplayIn) -> dict[str, A
 
 
 @router.post("/quarantine/{entry_id}/replay", summary="Re-normalize and re-value one entry with the current mappings")
-def replay_one(rt: RuntimeDep, caller: AdminDep, entry_id: int) -> dict[str, Any]:
+def replay_one(rt: RuntimeDep, caller: AdminDep, entry_id: EntryId) -> dict[str, Any]:
     return _replay(rt, _operator(caller), [entry_id], None)
 
 
 @router.post("/quarantine/{entry_id}/discard", summary="Close an entry for good, with a reason")
-def discard_entry(rt: RuntimeDep, caller: AdminDep, entry_id: int, body: DiscardIn) -> dict[str, Any]:
+def discard_entry(rt: RuntimeDep, caller: AdminDep, entry_id: EntryId, body: DiscardIn) -> dict[str, Any]:
     actor = _operator(caller)
     with _translated(), rt.db.begin() as conn:
         return quarantine.discard(conn, entry_id=entry_id, reason=body.reason, actor=actor, now=datetime.now(UTC))
