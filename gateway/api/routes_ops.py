@@ -138,7 +138,7 @@ def list_quarantine(
     source: Annotated[str | None, Query(max_length=64)] = None,
     status: Literal["open", "replayed", "discarded", "resolved", "all"] = "open",
     stage: Literal["fetch", "normalize", "map"] | None = None,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=2**62)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:  # fmt: skip
     _operator(caller)
