@@ -129,8 +129,9 @@ def run_kind(base: str, key: str, kind: str, clients: int, seconds: float, n: in
     def client(seed: int) -> None:
         rnd = random.Random(seed)
         mine: list[float] = []
-        # Connection: close: keep-alive over uvicorn's h11 meets delayed ACKs (+40 ms) on this loopback
-        with httpx.Client(base_url=base, headers={"X-API-Key": key, "Connection": "close"}, timeout=30) as http:
+        # keep-alive, as a scoring front end would (the 40 ms delayed-ACK stall was the stand-in server's
+        # pre-bound socket missing TCP_NODELAY; uvicorn binding its own socket is not affected)
+        with httpx.Client(base_url=base, headers={"X-API-Key": key}, timeout=30) as http:
             while time.monotonic() < stop:
                 t = time.perf_counter()
                 r = http.get(url(rnd))

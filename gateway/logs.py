@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import re
 import sys
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +19,16 @@ import orjson
 correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("correlation_id", default=None)
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
+
+
+_CID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def new_correlation_id(given: str | None = None) -> str:
+    """Adopt a caller's request id when it is a plain token (never echo arbitrary text into logs), else mint one."""
+    cid = given if given and _CID.match(given) else uuid.uuid4().hex
+    correlation_id.set(cid)
+    return cid
 
 
 class JsonFormatter(logging.Formatter):

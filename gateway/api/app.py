@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import __version__
+from gateway import __version__, logs
 from gateway.api import problems, routes_admin, routes_facts, routes_ops, routes_periods
 from gateway.api.deps import AdminDep, CallerDep, ConnDep, RuntimeDep
 from gateway.api.problems import ApiError, Problem, problem, problem_responses
@@ -103,7 +103,12 @@ def create_app(runtime: Runtime, *, start_scheduler: bool | None = None,
     @app.middleware("http")
     async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         started = time.perf_counter()
-        response = await call_next(request)
+        cid = logs.new_correlation_id(request.headers.get("X-Request-ID"))
+        try:
+            response = await call_next(request)
+        finally:
+            logs.correlation_id.set(None)
+        response.headers["X-Request-ID"] = cid
         route = request.scope.get("route")
         template = getattr(route, "path", "unmatched")  # the route template, never the raw path
         runtime.metrics.api_requests.labels(template, request.method, str(response.status_code)).inc()

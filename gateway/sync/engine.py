@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Engine
 
+from gateway import logs
 from gateway.connector import Connector, Page
 from gateway.errors import GatewayError, RecordError, StreamError, TransientError
 from gateway.metrics import Metrics
@@ -180,6 +181,7 @@ class SyncEngine:
                     conn, source=source, trigger=trigger, replica=self._replica, now=self._clock()
                 )
             report = RunReport(source=source, run_id=run_id)
+            logs.new_correlation_id(f"run-{run_id}")  # every log line of this run carries it
             health = self._metrics.source(source)
             health.last_attempt = time.time()
             for stream in streams or connector.streams():
@@ -210,6 +212,7 @@ class SyncEngine:
             )
             return report
         finally:
+            logs.correlation_id.set(None)
             with self._guard:
                 self._running.discard(source)
 
