@@ -1,9 +1,9 @@
-"""What every declarative connector does to a raw item before it is a ``SourceRecord``: find its key and cursor."""
+"""What every declarative connector does around a cursor: where a read starts, and each item's key and cursor."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from gateway.connector import RecordProblem
@@ -29,3 +29,15 @@ def key_and_cursor(
         except (ValueError, TypeError) as exc:
             return RecordProblem(key=str(key), payload=item, reason=f"bad cursor value: {exc}")
     return str(key), moment
+
+
+def lower_bound(
+    cursor: str | None, *, start: str, parse_cursor: Callable[[Any], datetime | None], lookback: timedelta
+) -> datetime:
+    """Where a read starts: the saved cursor minus the look-back (inclusive), or the configured start."""
+    if cursor is None:
+        first = parse_cursor(start)
+        if first is None:
+            raise ValueError(f"cursor start {start!r} is empty")
+        return first
+    return datetime.fromisoformat(cursor) - lookback

@@ -65,14 +65,19 @@ def _reset_pg(url: str) -> None:
         conn.execute("CREATE SCHEMA public")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Each test using this runs on SQLite and, when reachable, on PostgreSQL (an empty schema each time)."""
-    if request.param == "sqlite":
+def empty_store(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A URL of an empty store: a new SQLite file, or the session's PostgreSQL database with a fresh schema."""
+    if backend == "sqlite":
         return f"sqlite:///{tmp_path}/store.db"
     url: str = request.getfixturevalue("pg_server_url")
     _reset_pg(url)
     return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test using this runs on SQLite and, when reachable, on PostgreSQL (an empty schema each time)."""
+    return empty_store(request.param, request, tmp_path)
 
 
 @pytest.fixture

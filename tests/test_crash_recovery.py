@@ -22,7 +22,7 @@ import pytest
 from gateway.standins.eoffice import EOfficeState, create_eoffice_app
 from gateway.standins.server import RunningServer, serve_in_thread
 from gateway.store import make_engine
-from tests.conftest import _reset_pg, write_eoffice_source
+from tests.conftest import empty_store, write_eoffice_source
 from tests.spine_support import count, fact_state, rows
 
 pytestmark = pytest.mark.slow
@@ -106,11 +106,7 @@ CASES = [pytest.param("sqlite", fp, id=f"sqlite-{fp}") for fp in FAILPOINTS] + [
 
 @pytest.fixture
 def crash_store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/store.db"
-    url: str = request.getfixturevalue("pg_server_url")
-    _reset_pg(url)
-    return url
+    return empty_store(request.param, request, tmp_path)
 
 
 @pytest.mark.parametrize(("crash_store", "failpoint"), CASES, indirect=["crash_store"])

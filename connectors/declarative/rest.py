@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import orjson
 
-from connectors._records import key_and_cursor
+from connectors._records import key_and_cursor, lower_bound
 from connectors.auth import build_auth
 from connectors.declarative.config import CursorKeysetPaginator, RestSourceConfig, StreamConfig, SubRequest
 from connectors.declarative.fieldmap import (
@@ -176,11 +176,7 @@ class RestConnector:
         cur = stream.cfg.cursor
         if cur is None or stream.parse_cursor is None or stream.lookback is None:
             return None
-        if cursor is None:
-            start = stream.parse_cursor(cur.start)
-            assert start is not None
-            return start
-        return datetime.fromisoformat(cursor) - stream.lookback
+        return lower_bound(cursor, start=cur.start, parse_cursor=stream.parse_cursor, lookback=stream.lookback)
 
     def _render_params(self, stream: _Stream, lower: datetime | None) -> dict[str, Any]:
         params: dict[str, Any] = dict(stream.cfg.params)

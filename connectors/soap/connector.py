@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 from lxml import etree
 
-from connectors._records import key_and_cursor
+from connectors._records import key_and_cursor, lower_bound
 from connectors.auth import apply_ws_security, soap_body_values
 from connectors.declarative.config import CursorKeysetPaginator
 from connectors.declarative.fieldmap import (
@@ -253,9 +253,7 @@ class SoapConnector:
         cur = stream.cfg.cursor
         if cur is None or stream.parse_cursor is None or stream.lookback is None:
             return None
-        if cursor is None:
-            return stream.parse_cursor(cur.start)
-        return datetime.fromisoformat(cursor) - stream.lookback
+        return lower_bound(cursor, start=cur.start, parse_cursor=stream.parse_cursor, lookback=stream.lookback)
 
     def _base_args(self, stream: _Stream, lower: datetime | None) -> dict[str, Any]:
         args = dict(stream.cfg.args)
