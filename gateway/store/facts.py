@@ -304,13 +304,12 @@ def write_facts(
         wanted[fact.natural_key] = values  # a later fact for the same key in one page wins
     origin_list = list(dict.fromkeys(origins))
 
+    # Lock before reading: the plan then sees everything the previous writer (or a period closure) committed,
+    # and one read suffices (planning first and re-planning under the lock read every page twice).
+    lock_fact_writes(conn)
     work = _plan(conn, wanted, origin_list, now)
     if work.empty:
         return FactWriteResult(unchanged=work.unchanged)
-    lock_fact_writes(conn)
-    if conn.dialect.name == "postgresql":
-        # Read again under the lock: another writer (or a period closure) may have committed since.
-        work = _plan(conn, wanted, origin_list, now)
     result = FactWriteResult(unchanged=work.unchanged, corrected=len(work.corrections))
     if work.corrections:
         conn.execute(CORRECTION.insert(), work.corrections)
