@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.connector import RecordProblem
 
@@ -31,13 +31,28 @@ def key_and_cursor(
     return str(key), moment
 
 
-def lower_bound(
-    cursor: str | None, *, start: str, parse_cursor: Callable[[Any], datetime | None], lookback: timedelta
-) -> datetime:
-    """Where a read starts: the saved cursor minus the look-back (inclusive), or the configured start."""
+class CursorStream(Protocol):
+    """What :func:`lower_bound` reads of a connector's compiled stream."""
+
+    @property
+    def cfg(self) -> Any: ...  # its ``cursor`` (or None) has a ``start``
+
+    @property
+    def parse_cursor(self) -> Callable[[Any], datetime | None] | None: ...
+
+    @property
+    def lookback(self) -> timedelta | None: ...
+
+
+def lower_bound(stream: CursorStream, cursor: str | None) -> datetime | None:
+    """Where a read starts: the saved cursor minus the look-back (inclusive), or the configured start;
+    None for a stream without a cursor."""
+    cur = stream.cfg.cursor
+    if cur is None or stream.parse_cursor is None or stream.lookback is None:
+        return None
     if cursor is None:
-        first = parse_cursor(start)
+        first = stream.parse_cursor(cur.start)
         if first is None:
-            raise ValueError(f"cursor start {start!r} is empty")
+            raise ValueError(f"cursor start {cur.start!r} is empty")
         return first
-    return datetime.fromisoformat(cursor) - lookback
+    return datetime.fromisoformat(cursor) - stream.lookback

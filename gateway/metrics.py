@@ -22,7 +22,6 @@ _SYNC_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
 @dataclass
 class SourceHealth:
     last_success: float | None = None
-    last_attempt: float | None = None
     circuit: int = 0  # 0 closed, 1 open, 2 half-open
 
 

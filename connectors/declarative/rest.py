@@ -161,7 +161,7 @@ class RestConnector:
 
     def check(self) -> CheckResult:
         first = next(iter(self._streams.values()))
-        lower = self._lower_bound(first, None)
+        lower = lower_bound(first, None)
         params = self._render_params(first, lower)
         params.update(build_paginator(first.cfg.paginator, **self._keyset_args(first, lower)).first())
         doc = self.call(first.cfg.method, first.cfg.path, params, operation=first.name)
@@ -171,12 +171,6 @@ class RestConnector:
         return CheckResult(
             True, f"authenticated; {first.name} answered with {len(records)} records", streams=self.streams()
         )
-
-    def _lower_bound(self, stream: _Stream, cursor: str | None) -> datetime | None:
-        cur = stream.cfg.cursor
-        if cur is None or stream.parse_cursor is None or stream.lookback is None:
-            return None
-        return lower_bound(cursor, start=cur.start, parse_cursor=stream.parse_cursor, lookback=stream.lookback)
 
     def _render_params(self, stream: _Stream, lower: datetime | None) -> dict[str, Any]:
         params: dict[str, Any] = dict(stream.cfg.params)
@@ -200,7 +194,7 @@ class RestConnector:
 
     def read(self, stream: str, cursor: str | None) -> Iterator[Page]:
         s = self._streams[stream]
-        lower = self._lower_bound(s, cursor)
+        lower = lower_bound(s, cursor)
         base = self._render_params(s, lower)
         keyset = isinstance(s.cfg.paginator, CursorKeysetPaginator)
         if keyset:

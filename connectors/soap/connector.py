@@ -240,7 +240,7 @@ class SoapConnector:
 
     def check(self) -> CheckResult:
         first = next(iter(self._streams.values()))
-        lower = self._lower_bound(first, None)
+        lower = lower_bound(first, None)
         paginator = build_paginator(first.cfg.paginator, **self._keyset_args(first, lower))
         args = {**self._base_args(first, lower), **paginator.first()}
         reply = self.call(first.cfg.operation, args, name=first.name)
@@ -248,12 +248,6 @@ class SoapConnector:
         return CheckResult(
             True, f"WSDL loaded; {first.name} answered with {len(found)} records", streams=self.streams()
         )
-
-    def _lower_bound(self, stream: _Stream, cursor: str | None) -> datetime | None:
-        cur = stream.cfg.cursor
-        if cur is None or stream.parse_cursor is None or stream.lookback is None:
-            return None
-        return lower_bound(cursor, start=cur.start, parse_cursor=stream.parse_cursor, lookback=stream.lookback)
 
     def _base_args(self, stream: _Stream, lower: datetime | None) -> dict[str, Any]:
         args = dict(stream.cfg.args)
@@ -278,7 +272,7 @@ class SoapConnector:
 
     def read(self, stream: str, cursor: str | None) -> Iterator[Page]:
         s = self._streams[stream]
-        lower = self._lower_bound(s, cursor)
+        lower = lower_bound(s, cursor)
         base = self._base_args(s, lower)
         paginator = build_paginator(s.cfg.paginator, **self._keyset_args(s, lower))
         params: dict[str, Any] | None = paginator.first()

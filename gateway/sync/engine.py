@@ -183,7 +183,6 @@ class SyncEngine:
             report = RunReport(source=source, run_id=run_id)
             logs.new_correlation_id(f"run-{run_id}")  # every log line of this run carries it
             health = self._metrics.source(source)
-            health.last_attempt = time.time()
             for stream in streams or connector.streams():
                 report.streams.append(self._run_stream(connector, stream, run_id, should_continue))
             failed = [s for s in report.streams if s.error]
