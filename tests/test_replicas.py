@@ -99,7 +99,7 @@ def test_one_replica_per_source_failover_and_facts_of_one_run(
         start("replica-3")  # a third replica joins: now two compete for every run
         _wait("runs by both survivors", lambda: len({r["replica"] for r in rows(
             db, "SELECT replica FROM sync_run WHERE outcome <> 'running' AND replica <> 'replica-1'")}) == 2,
-            timeout=90)  # fmt: skip
+            timeout=180)  # which replica wins each due run is a race: on a loaded box the newcomer may lose for a while
         state.advance(days=1)  # new and changed records reach the facts through whichever replica runs next
         advanced = time.time()
         _wait("a run after the change", lambda: bool(rows(
