@@ -166,3 +166,10 @@ def to_scaled(units: Decimal) -> int:
 
 def from_scaled(scaled: int) -> Decimal:
     return (Decimal(scaled) / UNIT_SCALE).quantize(Decimal("0.0001"))
+
+
+def scaled_text(scaled: int) -> str:
+    """``str(from_scaled(scaled))`` without Decimal arithmetic (the change feed renders two per fact)."""
+    sign = "-" if scaled < 0 else ""
+    whole, fraction = divmod(abs(scaled), 10_000)
+    return f"{sign}{whole}.{fraction:04d}"

@@ -14,9 +14,11 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Connection, Engine, text
 
-from connectors.declarative.fieldmap import date_parser
+from connectors.declarative.fieldmap import date_parser, strptime_pattern
 from gateway.connector import Page
 from gateway.errors import AuthError
 from gateway.store._upsert import db_timestamp, fast_insert, fast_upsert, upsert
@@ -99,6 +101,23 @@ def test_fast_upsert_matches_upsert_including_conflicts(db: Engine) -> None:
         assert plain_row[2:] == fast_row[2:]
 
 
+def test_fast_upsert_in_many_statements_keeps_row_order_semantics(db: Engine) -> None:
+    """SQLite sends multi-row VALUES in chunks: a key repeated across and within chunks ends as its last row,
+    exactly as row-by-row upserts would leave it, on both stores."""
+    cols = ("source", "stream", "record_key", "item_key", "kind", "agency", "unit", "content_hash", "body",
+            "match_status", "problems", "updated_at")  # fmt: skip
+    from gateway.store.records import WORK
+
+    with db.begin() as conn:
+        stamp = db_timestamp(conn, datetime(2026, 3, 1, tzinfo=UTC))
+        rows = [("s", "st", f"k{i % 700}", f"i{i}", "task", "A", None, f"h{i}", "{}", "mapped", None, stamp)
+                for i in range(1_900)]  # fmt: skip
+        fast_upsert(conn, WORK, cols, rows, conflict=cols[:3], update=cols[3:])
+    with db.connect() as conn:
+        stored = dict(conn.exec_driver_sql("SELECT record_key, item_key FROM work_item").fetchall())
+    assert stored == {f"k{i % 700}": f"i{i}" for i in range(1_900)}
+
+
 def test_quarantine_bumps_count_and_keeps_first_seen(db: Engine) -> None:
     first, second = datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC)
     entry = QuarantineEntry("s", "st", "k", "h", "{}", "map", "MappingError", "why")
@@ -179,3 +198,15 @@ def test_one_page_ahead_is_bounded_and_closes_the_source_when_stopped_early() ->
     pages.close()  # the consumer stops (a store error): the in-flight fetch finishes, the source is closed
     assert closed.is_set()
     assert len(fetched) <= 2  # never more than one page ahead
+
+
+@settings(max_examples=300, deadline=None)
+@given(moment=st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2100, 12, 31)))
+def test_date_fast_path_reads_what_the_regex_reads(moment: datetime) -> None:
+    """Fixed-width texts take the fromisoformat path; padded ones the regex path: both read the same moment."""
+    for fmt in ("dd/MM/yyyy HH:mm:ss", "dd/MM/yyyy", "yyyy-MM-dd HH:mm", "yyyyMMddHHmmss", "MM/dd/yyyy HH:mm:ss"):
+        for end_of_day in (False, True):
+            parse = date_parser(fmt, end_of_day=end_of_day)
+            text_value = moment.strftime(strptime_pattern(fmt))
+            assert parse(text_value) == parse(f" {text_value} ")
+            assert parse(text_value).utcoffset() == timedelta(hours=7)

@@ -7,6 +7,7 @@ read as Vietnam time when the source sends no offset. Everything is compiled onc
 from __future__ import annotations
 
 import functools
+import operator
 import re
 import string
 from collections.abc import Callable, Mapping
@@ -91,6 +92,61 @@ def _field_order(pattern: str) -> tuple[int, int, int, int, int, int]:
     return Y, m, d, H, M, S
 
 
+def _iso_rewriter(pattern: str, *, end_of_day: bool) -> Callable[[str], str | None] | None:
+    """For a fixed-width pattern (``dd/MM/yyyy HH:mm:ss``), a function that rewrites a text of exactly that
+    shape as ISO 8601 with Vietnam's offset, by slicing, for :meth:`datetime.fromisoformat` (C code: about 3x
+    faster than the regex). It returns None for any other shape (``1/9/2025``, padding), which the regex then
+    reads. None when the pattern has no fixed width or lacks a day, a month or a year."""
+    starts: dict[str, int] = {}
+    separators: list[tuple[int, str]] = []
+    i = 0
+    while i < len(pattern):
+        token = next((t for t in ("yyyy", "MM", "dd", "HH", "mm", "ss") if pattern.startswith(t, i)), None)
+        if token is None:
+            separators.append((i, pattern[i]))
+            i += 1
+        else:
+            starts[token] = i
+            i += len(token)
+    if not {"yyyy", "MM", "dd"} <= starts.keys() or ("HH" in starts) != ("mm" in starts) or not separators:
+        return None
+    width = len(pattern)
+    positions = [pos for pos, _ in separators]
+    check = operator.itemgetter(*positions)
+    expected = tuple(ch for _, ch in separators) if len(separators) > 1 else separators[0][1]
+    y, m, d = starts["yyyy"], starts["MM"], starts["dd"]
+    hh, mi, ss = starts.get("HH"), starts.get("mm"), starts.get("ss")
+    if hh is None or mi is None:
+        clock = "T23:59:59+07:00" if end_of_day else "T00:00:00+07:00"
+
+        def rewrite_date(text: str) -> str | None:
+            if len(text) != width or check(text) != expected:
+                return None
+            return f"{text[y : y + 4]}-{text[m : m + 2]}-{text[d : d + 2]}{clock}"
+
+        return rewrite_date
+    if ss is None:
+
+        def rewrite_minutes(text: str) -> str | None:
+            if len(text) != width or check(text) != expected:
+                return None
+            return (
+                f"{text[y : y + 4]}-{text[m : m + 2]}-{text[d : d + 2]}T{text[hh : hh + 2]}:{text[mi : mi + 2]}+07:00"
+            )
+
+        return rewrite_minutes
+
+    def rewrite(text: str) -> str | None:
+        if len(text) != width or check(text) != expected:
+            return None
+        return (
+            f"{text[y : y + 4]}-{text[m : m + 2]}-{text[d : d + 2]}"
+            f"T{text[hh : hh + 2]}:{text[mi : mi + 2]}:{text[ss : ss + 2]}+07:00"
+        )
+
+    return rewrite
+
+
 def date_parser(fmt: str, *, end_of_day: bool = False) -> Callable[[Any], datetime | None]:
     """A parser for one date format; naive times are Vietnam time; returns aware datetimes."""
     if fmt == "epoch":
@@ -114,9 +170,17 @@ def date_parser(fmt: str, *, end_of_day: bool = False) -> Callable[[Any], dateti
     rx = _pattern_regex(fmt)
     has_time = "HH" in fmt
     iY, im, id_, iH, iM, iS = _field_order(fmt)
+    to_iso = _iso_rewriter(fmt, end_of_day=end_of_day)
 
-    @functools.lru_cache(maxsize=8192)  # deadlines and timestamps repeat a lot within a page
+    @functools.lru_cache(maxsize=8192)  # deadlines repeat a lot within a page
     def parse_text(text: str) -> datetime:
+        if to_iso is not None:
+            iso = to_iso(text)
+            if iso is not None:
+                try:
+                    return datetime.fromisoformat(iso)  # +07:00, equal to VN_TZ
+                except ValueError:
+                    pass  # not digits where digits belong: the regex below says what is wrong
         match = rx.fullmatch(text.strip())
         if match is None:
             raise ValueError(f"{text!r} does not match the date format {fmt!r}")

@@ -40,7 +40,7 @@ class _Template:
 
 
 class BulkIncoming:
-    """``count`` synthetic incoming documents over the year before ``window_end``, generated on demand.
+    """``count`` synthetic incoming documents over ``span_days`` (a year) before ``window_end``, made on demand.
 
     Record ``i`` has id ``BULK_ID_BASE + i``, agency ``ctxs[i % len(ctxs)]`` and update time
     ``window_start + floor(i * span / count)`` minutes, so the order (update time, id) is the index order,
@@ -52,12 +52,13 @@ class BulkIncoming:
 
     __slots__ = ("_days", "_start_local", "_templates", "count", "ctxs", "seed", "span_minutes", "window_end")
 
-    def __init__(self, seed: int, count: int, window_end: datetime, ctxs: tuple[AgencyStaff, ...]) -> None:
+    def __init__(self, seed: int, count: int, window_end: datetime, ctxs: tuple[AgencyStaff, ...], *,
+                 span_days: int = 365) -> None:  # fmt: skip
         self.seed = seed
         self.count = count
         self.window_end = window_end.astimezone(VN_TZ)
         self.ctxs = ctxs
-        self.span_minutes = 365 * 24 * 60
+        self.span_minutes = span_days * 24 * 60
         self._templates: list[list[_Template]] | None = None
         start = self.window_start
         self._start_local = start.date().toordinal() * 86400 + start.hour * 3600 + start.minute * 60 + start.second

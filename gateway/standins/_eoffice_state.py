@@ -92,6 +92,7 @@ class EOfficeState:
         start: date = date(2026, 9, 1),
         days: int = 61,
         bulk_records: int = 0,
+        bulk_span_days: int = 365,
         username: str = SANDBOX_USERNAME,
         password: str = SANDBOX_PASSWORD,
         token_ttl: float = 300.0,
@@ -112,7 +113,9 @@ class EOfficeState:
         self._next_so_den = base.next_so_den
         self._next_number = base.next_number
         self.bulk = (
-            BulkIncoming(seed, bulk_records, datetime.combine(start, time(0, 0), VN_TZ), self._ctxs)
+            BulkIncoming(
+                seed, bulk_records, datetime.combine(start, time(0, 0), VN_TZ), self._ctxs, span_days=bulk_span_days
+            )
             if bulk_records > 0
             else None
         )

@@ -15,6 +15,7 @@ Both store exactly what the SQLAlchemy path stores (``tests/test_perf_paths.py``
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -81,9 +82,26 @@ def _send(
     (On PostgreSQL, multi-row ``VALUES`` batches measured no faster than psycopg's pipelined executemany.)
     Table and column names come from the models (never from data), so building the SQL text is safe.
     """
-    mark = "?" if conn.dialect.name == "sqlite" else "%s"
-    names, marks = ", ".join(columns), ", ".join([mark] * len(columns))
-    conn.exec_driver_sql(f"INSERT INTO {table} ({names}) VALUES ({marks}){tail}", list(rows))  # noqa: S608
+    names = ", ".join(columns)
+    if conn.dialect.name != "sqlite":
+        marks = ", ".join(["%s"] * len(columns))
+        conn.exec_driver_sql(f"INSERT INTO {table} ({names}) VALUES ({marks}){tail}", list(rows))  # noqa: S608
+        return
+    # SQLite: multi-row VALUES, one statement per chunk. The driver releases the GIL around every statement
+    # step; with executemany that is once per row, and a thread valuing the next page (see the sync engine)
+    # then holds the GIL for a whole switch interval each time, so a page's inserts crawled. One step per
+    # chunk also binds all values in one call.
+    row_marks = "(" + ", ".join(["?"] * len(columns)) + ")"
+    per_chunk = max(1, min(_SQLITE_ROWS_PER_STATEMENT, _SQLITE_MAX_VARIABLES // len(columns)))
+    for start in range(0, len(rows), per_chunk):
+        chunk = rows[start : start + per_chunk]
+        values = ", ".join([row_marks] * len(chunk))
+        flat = [value for row in chunk for value in row]
+        conn.exec_driver_sql(f"INSERT INTO {table} ({names}) VALUES {values}{tail}", tuple(flat))  # noqa: S608
+
+
+_SQLITE_ROWS_PER_STATEMENT = 250
+_SQLITE_MAX_VARIABLES = 32_766 if sqlite3.sqlite_version_info >= (3, 32) else 999
 
 
 def fast_upsert(

@@ -60,10 +60,24 @@ def _v3_source_control(conn: Connection) -> None:
     m.SQLModel.metadata.create_all(conn, tables=[m.SourceControl.__table__])  # type: ignore[attr-defined]
 
 
+def _v4_write_path_indexes(conn: Connection) -> None:
+    # (person_id, period) and (agency, unit, period) are prefixes of the keyset indexes of v2: every write paid
+    # for two indexes no query needed.
+    conn.execute(text("DROP INDEX IF EXISTS ix_fact_person_period"))
+    conn.execute(text("DROP INDEX IF EXISTS ix_fact_unit_period"))
+    # Closing a page's quarantine entries looked them up by (status, source) and scanned every open entry of
+    # the source on every page (quadratic over a backfill); the stream and record key now narrow it to the page.
+    conn.execute(text("DROP INDEX IF EXISTS ix_quarantine_status"))
+    conn.execute(
+        text("CREATE INDEX IF NOT EXISTS ix_quarantine_open ON quarantine (status, source, stream, record_key)")
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _v1_initial),
     Migration(2, "facts API: clients, keys, corrections, frozen policies, keyset indexes", _v2_facts_api),
     Migration(3, "operations: source control (pause, trigger) shared by replicas", _v3_source_control),
+    Migration(4, "write path: two redundant fact indexes dropped, open quarantine by record", _v4_write_path_indexes),
 )
 
 

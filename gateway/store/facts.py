@@ -34,7 +34,7 @@ from sqlalchemy import Connection, bindparam, func, select, update
 from gateway.store._upsert import fast_insert
 from gateway.store.db import lock_fact_writes
 from gateway.store.models import FactChange, FactCorrection, FactRow, PeriodClosure
-from gateway.types import Fact, from_scaled, to_scaled
+from gateway.types import Fact, scaled_text, to_scaled
 
 FACT = FactRow.__table__  # type: ignore[attr-defined]
 CHANGE = FactChange.__table__  # type: ignore[attr-defined]
@@ -121,8 +121,12 @@ def value_hash(values: Mapping[str, Any]) -> str:
     return hashlib.blake2b(blob, digest_size=16).hexdigest()
 
 
-def snapshot(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The public JSON shape of a fact, used by the API, the change feed and the history."""
+def snapshot(row: Mapping[str, Any], *, lineage_as_fragment: bool = False) -> dict[str, Any]:
+    """The public JSON shape of a fact, used by the API, the change feed and the history.
+
+    ``lineage_as_fragment``: a stored (JSON text) lineage is embedded as it is, for :func:`orjson.dumps` only,
+    instead of being parsed and serialized again (the same bytes: it was stored by orjson with sorted keys).
+    """
 
     def iso(value: datetime | None) -> str | None:
         # always UTC: the snapshot written to the change feed and one rebuilt from the stored row are equal
@@ -141,8 +145,8 @@ def snapshot(row: Mapping[str, Any]) -> dict[str, Any]:
         "product_code": row["product_code"],
         "catalog_version": row["catalog_version"],
         "rule_id": row["rule_id"],
-        "units": str(from_scaled(row["units_scaled"])),
-        "quantity": str(from_scaled(row["quantity_scaled"])),
+        "units": scaled_text(row["units_scaled"]),
+        "quantity": scaled_text(row["quantity_scaled"]),
         "assigned": bool(row["assigned"]),
         "completed": bool(row["completed"]),
         "due_at": iso(row["due_at"]),
@@ -157,7 +161,9 @@ def snapshot(row: Mapping[str, Any]) -> dict[str, Any]:
         "source": row["source"],
         "stream": row["stream"],
         "record_key": row["record_key"],
-        "lineage": orjson.loads(lineage) if isinstance(lineage, str) else lineage,
+        "lineage": (orjson.Fragment(lineage) if lineage_as_fragment else orjson.loads(lineage))
+        if isinstance(lineage, str)
+        else lineage,
         "updated_at": iso(row["updated_at"]),
     }
 
@@ -293,15 +299,31 @@ def _correction(conn: Connection, key: str, old: Any, op: str, period: str, prop
     }
 
 
-def write_facts(
-    conn: Connection, *, origins: Iterable[Origin], facts: Sequence[Fact], now: datetime
-) -> FactWriteResult:
-    """Make the store's facts for ``origins`` equal ``facts``; see the module docstring."""
-    wanted: dict[str, dict[str, Any]] = {}
+PreparedFacts = dict[str, dict[str, Any]]
+"""natural key -> stored values with their ``value_hash``: what :func:`write_prepared` writes."""
+
+
+def prepare_facts(facts: Sequence[Fact]) -> PreparedFacts:
+    """The stored values of ``facts``; pure (no store access), so the engine runs it off the store's thread."""
+    wanted: PreparedFacts = {}
     for fact in facts:
         values = fact_values(fact)
         values["value_hash"] = value_hash(values)
         wanted[fact.natural_key] = values  # a later fact for the same key in one page wins
+    return wanted
+
+
+def write_facts(
+    conn: Connection, *, origins: Iterable[Origin], facts: Sequence[Fact], now: datetime
+) -> FactWriteResult:
+    """Make the store's facts for ``origins`` equal ``facts``; see the module docstring."""
+    return write_prepared(conn, origins=origins, wanted=prepare_facts(facts), now=now)
+
+
+def write_prepared(
+    conn: Connection, *, origins: Iterable[Origin], wanted: PreparedFacts, now: datetime
+) -> FactWriteResult:
+    """:func:`write_facts` for facts :func:`prepare_facts` prepared."""
     origin_list = list(dict.fromkeys(origins))
 
     # Lock before reading: the plan then sees everything the previous writer (or a period closure) committed,
@@ -333,7 +355,7 @@ def write_facts(
                 "period": row["period"],
                 "version": row["version"],
                 "committed_at": now,
-                "snapshot": orjson.dumps(snapshot(row)).decode(),
+                "snapshot": orjson.dumps(snapshot(row, lineage_as_fragment=True)).decode(),
             }
         )
         next_seq += 1

@@ -98,8 +98,6 @@ class FactRow(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("fact_key", name="uq_fact_key"),
         Index("ix_fact_agency_period", "agency", "period", "id"),
-        Index("ix_fact_person_period", "person_id", "period"),
-        Index("ix_fact_unit_period", "agency", "unit", "period"),
         Index("ix_fact_origin", "source", "stream", "record_key"),
     )
     id: int | None = _bigint_pk()
@@ -183,7 +181,7 @@ class QuarantineRow(SQLModel, table=True):
     __tablename__ = "quarantine"
     __table_args__ = (
         UniqueConstraint("source", "stream", "record_key", "content_hash", name="uq_quarantine_version"),
-        Index("ix_quarantine_status", "status", "source"),
+        Index("ix_quarantine_open", "status", "source", "stream", "record_key"),
     )
     id: int | None = _bigint_pk()
     source: str

@@ -42,19 +42,28 @@ class ArchivedRecord:
 _RAW_COLUMNS = ("source", "stream", "record_key", "content_hash", "payload", "fetched_at", "run_id")
 
 
+def encode_records(records: Sequence[SourceRecord]) -> list[ArchivedRecord]:
+    """Each record with its canonical JSON and content hash; pure, so the engine runs it off the store's thread."""
+    return [ArchivedRecord(rec, *encode_payload(rec.payload)) for rec in records]
+
+
 def archive(
     conn: Connection, records: Sequence[SourceRecord], *, fetched_at: datetime, run_id: int | None
 ) -> list[ArchivedRecord]:
     """Append each record version not archived yet; return the records with their hashes."""
-    archived = []
-    rows = []
-    stamp = db_timestamp(conn, fetched_at)  # one conversion per page, not per row
-    for rec in records:
-        payload_json, digest = encode_payload(rec.payload)
-        archived.append(ArchivedRecord(rec, payload_json, digest))
-        rows.append((rec.source, rec.stream, rec.key, digest, payload_json, stamp, run_id))
-    fast_upsert(conn, RAW, _RAW_COLUMNS, rows, conflict=("source", "stream", "record_key", "content_hash"))
+    archived = encode_records(records)
+    archive_encoded(conn, archived, fetched_at=fetched_at, run_id=run_id)
     return archived
+
+
+def archive_encoded(
+    conn: Connection, archived: Sequence[ArchivedRecord], *, fetched_at: datetime, run_id: int | None
+) -> None:
+    """:func:`archive` for records :func:`encode_records` already encoded."""
+    stamp = db_timestamp(conn, fetched_at)  # one conversion per page, not per row
+    rows = [(a.record.source, a.record.stream, a.record.key, a.content_hash, a.payload_json, stamp, run_id)
+            for a in archived]  # fmt: skip
+    fast_upsert(conn, RAW, _RAW_COLUMNS, rows, conflict=("source", "stream", "record_key", "content_hash"))
 
 
 def work_item_doc(item: WorkItem) -> dict[str, Any]:
@@ -105,18 +114,32 @@ _WORK_COLUMNS = ("source", "stream", "record_key", "item_key", "kind", "agency",
                  "match_status", "problems", "updated_at")  # fmt: skip
 
 
-def save_work_items(conn: Connection, items: Sequence[tuple[WorkItem, str, str | None]], *, now: datetime) -> None:
-    """Upsert work items with their match status (mapped | unmatched | partial) and problems."""
-    rows = {}
-    stamp = db_timestamp(conn, now)
+EncodedWorkItem = tuple[Any, ...]  # a work_item row in ``_WORK_COLUMNS`` order, without its trailing update time
+
+
+def encode_work_items(items: Sequence[tuple[WorkItem, str, str | None]]) -> list[EncodedWorkItem]:
+    """Rows for :func:`save_encoded_work_items`; pure, so the engine runs it off the store's thread."""
+    rows: dict[tuple[str, str, str], EncodedWorkItem] = {}
     for item, status, problems in items:
         body = orjson.dumps(work_item_doc(item), default=_json_default, option=orjson.OPT_SORT_KEYS)
         # One row per (source, stream, record_key); a record normalizing into several items keeps the last.
         rows[(item.source, item.stream, item.record_key)] = (
             item.source, item.stream, item.record_key, item.key, item.kind.value, item.agency, item.unit,
-            hashlib.blake2b(body, digest_size=16).hexdigest(), body.decode(), status, problems, stamp,
+            hashlib.blake2b(body, digest_size=16).hexdigest(), body.decode(), status, problems,
         )  # fmt: skip
-    fast_upsert(conn, WORK, _WORK_COLUMNS, list(rows.values()), conflict=_WORK_COLUMNS[:3], update=_WORK_COLUMNS[3:])
+    return list(rows.values())
+
+
+def save_work_items(conn: Connection, items: Sequence[tuple[WorkItem, str, str | None]], *, now: datetime) -> None:
+    """Upsert work items with their match status (mapped | unmatched | partial) and problems."""
+    save_encoded_work_items(conn, encode_work_items(items), now=now)
+
+
+def save_encoded_work_items(conn: Connection, rows: Sequence[EncodedWorkItem], *, now: datetime) -> None:
+    """:func:`save_work_items` for rows :func:`encode_work_items` built."""
+    stamp = db_timestamp(conn, now)
+    fast_upsert(conn, WORK, _WORK_COLUMNS, [(*row, stamp) for row in rows], conflict=_WORK_COLUMNS[:3],
+                update=_WORK_COLUMNS[3:])  # fmt: skip
 
 
 def get_cursor(conn: Connection, source: str, stream: str) -> str | None:

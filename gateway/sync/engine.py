@@ -22,7 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Engine
 
@@ -92,9 +92,10 @@ class RunReport:
 
 
 _DONE: Any = object()
+T = TypeVar("T")
 
 
-def _one_page_ahead(pages: Iterator[Page], thread_name: str) -> Generator[Page, None, None]:
+def _one_page_ahead(pages: Iterator[T], thread_name: str) -> Generator[T, None, None]:
     """Yield ``pages``, fetching the next one on a worker thread while the caller stores the current one.
 
     Fetching (network wait, the source's own time, JSON decoding) then overlaps archiving, valuing and the
@@ -106,12 +107,12 @@ def _one_page_ahead(pages: Iterator[Page], thread_name: str) -> Generator[Page, 
     """
     context = contextvars.copy_context()  # the worker logs with the run's correlation id
 
-    def fetch() -> Page:
-        page: Page = context.run(next, pages, _DONE)
+    def fetch() -> T:
+        page: T = context.run(next, pages, _DONE)
         return page
 
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
-    ahead: Future[Page] | None = None
+    ahead: Future[T] | None = None
     try:
         ahead = pool.submit(fetch)
         while True:
@@ -131,8 +132,13 @@ def _one_page_ahead(pages: Iterator[Page], thread_name: str) -> Generator[Page, 
 
 @dataclass
 class _PageWork:
+    """A page made ready for the store: everything computed that needs no store access."""
+
+    page: Page
+    archived: list[rec_store.ArchivedRecord] = field(default_factory=list)
     items: list[tuple[WorkItem, str, str | None]] = field(default_factory=list)
-    facts: list[Fact] = field(default_factory=list)
+    item_rows: list[rec_store.EncodedWorkItem] = field(default_factory=list)
+    facts: fact_store.PreparedFacts = field(default_factory=dict)
     origins: list[tuple[str, str, str]] = field(default_factory=list)
     clean_keys: list[str] = field(default_factory=list)
     quarantine: list[rec_store.QuarantineEntry] = field(default_factory=list)
@@ -226,13 +232,14 @@ class SyncEngine:
             cursor = rec_store.get_cursor(conn, source, stream)
         try:
             # closing(): a store error stops the fetch worker now, not when the traceback is collected
-            with closing(_one_page_ahead(connector.read(stream, cursor), f"{source}-{stream}-fetch")) as pages:
-                for page in pages:
+            prepared = self._prepared_pages(connector, stream, connector.read(stream, cursor))
+            with closing(_one_page_ahead(prepared, f"{source}-{stream}-fetch")) as pages:
+                for work in pages:
                     if should_continue is not None and not should_continue():
                         report.error, report.error_kind = "cancelled between pages", "Cancelled"
                         break
                     self._failpoints.hit("page_fetched")
-                    self._store_page(connector, stream, page, run_id, report)
+                    self._store_page(connector, stream, work, run_id, report)
                     self._failpoints.hit("page_committed")
         except (TransientError, StreamError) as exc:
             report.error, report.error_kind = str(exc), type(exc).__name__
@@ -255,10 +262,27 @@ class SyncEngine:
         with self._db.begin() as conn:
             rec_store.quarantine(conn, [entry], now=self._clock())
 
-    def _value_page(self, connector: Connector, archived: Sequence[rec_store.ArchivedRecord]) -> _PageWork:
-        work = _PageWork()
+    def _prepared_pages(self, connector: Connector, stream: str,
+                        pages: Iterator[Page]) -> Generator[_PageWork, None, None]:  # fmt: skip
+        """``pages`` made ready for the store by :meth:`_prepare_page`, as the fetch worker pulls them.
+
+        Encoding, normalizing and valuing need no store access, so they run on the fetch worker while the
+        engine's thread writes and commits the previous page (SQLite and the PostgreSQL driver release the GIL
+        while they work). A page is still valued with one mapping set, taken when its preparation starts.
+        """
+        try:
+            for page in pages:
+                yield self._prepare_page(connector, stream, page)
+        finally:
+            close = getattr(pages, "close", None)
+            if close is not None:
+                close()
+
+    def _prepare_page(self, connector: Connector, stream: str, page: Page) -> _PageWork:
+        work = _PageWork(page, rec_store.encode_records(page.records))
         valuer = self._valuer()
-        for a in archived:
+        facts: list[Fact] = []
+        for a in work.archived:
             rec = a.record
             try:
                 items = connector.normalize(rec)
@@ -280,7 +304,7 @@ class SyncEngine:
             reasons: list[str] = []
             for item in items:
                 valuation = valuer.value(item, raw={"content_hash": a.content_hash})
-                work.facts.extend(valuation.facts)
+                facts.extend(valuation.facts)
                 problems = [p for p in valuation.problems if p.quarantine]
                 reasons.extend(f"{p.kind}: {p.detail}" for p in problems)
                 status = "unmatched" if valuation.unmatched else "partial" if problems else "mapped"
@@ -302,24 +326,28 @@ class SyncEngine:
                 )
             else:
                 work.clean_keys.append(rec.key)
+        for problem in page.problems:
+            payload_json, digest = rec_store.encode_payload(problem.payload)
+            work.quarantine.append(
+                rec_store.QuarantineEntry(
+                    connector.name, stream, problem.key, digest, payload_json, "fetch", problem.error_kind,
+                    problem.reason,
+                )
+            )  # fmt: skip
+        work.item_rows = rec_store.encode_work_items(work.items)
+        work.facts = fact_store.prepare_facts(facts)
         return work
 
-    def _store_page(self, connector: Connector, stream: str, page: Page, run_id: int, report: StreamReport) -> None:
+    def _store_page(self, connector: Connector, stream: str, work: _PageWork, run_id: int,
+                    report: StreamReport) -> None:  # fmt: skip
         source = connector.name
+        page = work.page
         now = self._clock()
         with self._db.begin() as conn:
-            archived = rec_store.archive(conn, page.records, fetched_at=now, run_id=run_id)
+            rec_store.archive_encoded(conn, work.archived, fetched_at=now, run_id=run_id)
             self._failpoints.hit("page_archived")
-            work = self._value_page(connector, archived)
-            for problem in page.problems:
-                payload_json, digest = rec_store.encode_payload(problem.payload)
-                work.quarantine.append(
-                    rec_store.QuarantineEntry(
-                        source, stream, problem.key, digest, payload_json, "fetch", problem.error_kind, problem.reason
-                    )
-                )
-            rec_store.save_work_items(conn, work.items, now=now)
-            written = fact_store.write_facts(conn, origins=work.origins, facts=work.facts, now=now)
+            rec_store.save_encoded_work_items(conn, work.item_rows, now=now)
+            written = fact_store.write_prepared(conn, origins=work.origins, wanted=work.facts, now=now)
             self._failpoints.hit("facts_written")
             rec_store.quarantine(conn, work.quarantine, now=now)
             rec_store.resolve_quarantine(
@@ -333,7 +361,7 @@ class SyncEngine:
                 {
                     "pages": 1,
                     "records_read": len(page.records) + len(page.problems),
-                    "records_archived": len(archived),
+                    "records_archived": len(work.archived),
                     "records_mapped": len(work.items) - work.unmatched,
                     "records_quarantined": len(work.quarantine),
                     "facts_written": written.written,
@@ -341,19 +369,12 @@ class SyncEngine:
                 },
             )
             self._failpoints.hit("before_commit")
-        self._count(source, stream, page, archived, work, written, report)
+        self._count(source, stream, work, written, report)
 
-    def _count(
-        self,
-        source: str,
-        stream: str,
-        page: Page,
-        archived: Sequence[Any],
-        work: _PageWork,
-        written: fact_store.FactWriteResult,
-        report: StreamReport,
-    ) -> None:
+    def _count(self, source: str, stream: str, work: _PageWork, written: fact_store.FactWriteResult,
+               report: StreamReport) -> None:  # fmt: skip
         m = self._metrics
+        page, archived = work.page, work.archived
         mapped = len(work.items) - work.unmatched
         for outcome, n in (
             ("read", len(page.records) + len(page.problems)),

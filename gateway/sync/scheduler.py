@@ -328,7 +328,9 @@ class Scheduler:
             last = last_started(conn, state.spec.name)
         now = datetime.now(UTC)
         if state.schedule.is_due(last, now):
-            state.next_due = time.monotonic() + state.schedule.delay(now, self._rng)
+            # The replica that runs this time comes back one tick later than the others would: the next run
+            # then goes to a replica that did not run this one, so runs rotate instead of racing.
+            state.next_due = time.monotonic() + state.schedule.delay(now, self._rng) + self._tick
             return True
         wait = state.schedule.delay(now, self._rng)
         if last is not None and state.schedule.cron is None:
