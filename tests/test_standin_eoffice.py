@@ -307,7 +307,8 @@ def test_bulk_mode_pages_millions_with_flat_memory() -> None:
         before = tracemalloc.get_traced_memory()[0]
         bulk_state = EOfficeState(bulk_records=count, days=5)
         base_size = len(bulk_state.ids("van-ban-den"))
-        with serve_in_thread(create_eoffice_app(bulk_state)) as running, httpx.Client(base_url=running.url, timeout=60) as http:
+        with serve_in_thread(create_eoffice_app(bulk_state)) as running, \
+                httpx.Client(base_url=running.url, timeout=60) as http:
             api = Api(http)
             first = api.get(LIST_IN, pageNo=1, pageRec=1000)["data"]
             assert first["totalRecord"] == count + base_size
