@@ -46,11 +46,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
+    from gateway.sync.scheduler import run_leased
+
     runtime = _runtime(args)
     try:
         connector = runtime.connector(args.source)
         try:
-            report = runtime.sync.run(connector, streams=args.stream or None, trigger="manual")
+            report = run_leased(engine=runtime.sync, db=runtime.db, connector=connector, trigger="manual",
+                                holder=f"cli:{runtime.settings.replica_id}", streams=args.stream or None,
+                                lease_seconds=runtime.settings.lease_seconds, wait_for_lease=args.wait)  # fmt: skip
         finally:
             connector.close()
         for s in report.streams:
@@ -153,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sync", help="sync one source now")
     p.add_argument("source")
     p.add_argument("--stream", action="append", help="only this stream (repeatable)")
+    p.add_argument("--wait", type=float, default=None, metavar="SECONDS",
+                   help="how long to wait for a replica's run of the source to end (default: one lease period)")
     p.set_defaults(func=cmd_sync)
 
     p = sub.add_parser("migrate", help="apply store migrations")

@@ -49,6 +49,29 @@ def test_sync_then_resync(cli_env: list[str], capsys: pytest.CaptureFixture[str]
     assert "0 facts written" in capsys.readouterr().out
 
 
+def test_sync_waits_for_the_lease_of_a_running_sync(cli_env: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """A CLI sync takes the source's lease like a replica's run: it never writes beside one."""
+    from datetime import UTC, datetime
+
+    from gateway.store import leases
+    from gateway.store.db import make_engine, migrate
+
+    db = make_engine(cli_env[1])
+    migrate(db)
+    with db.begin() as conn:
+        assert leases.acquire(conn, "source:eoffice", holder="replica-7", ttl=60, now=datetime.now(UTC))
+    assert main([*cli_env, "sync", "eoffice", "--wait", "0.3"]) == 2
+    assert "'eoffice' is being synced by replica-7" in capsys.readouterr().err
+    with db.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM sync_run").scalar_one() == 0  # it wrote nothing
+    with db.begin() as conn:
+        leases.release(conn, "source:eoffice", holder="replica-7")
+    assert main([*cli_env, "sync", "eoffice", "--wait", "0.3"]) == 0
+    with db.connect() as conn:  # and it gave the lease back
+        assert conn.exec_driver_sql("SELECT count(*) FROM lease").scalar_one() == 0
+    db.dispose()
+
+
 def test_unknown_source_is_a_clear_error(cli_env: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main([*cli_env, "sync", "nope"]) == 2
     assert "no source named 'nope'; configured: eoffice" in capsys.readouterr().err

@@ -45,7 +45,9 @@ def sources_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _sync(store: str, sources: Path, server: RunningServer, state: EOfficeState,
           failpoint: str | None = None) -> subprocess.Popen[bytes]:  # fmt: skip
-    env = {**os.environ, "EOFFICE_URL": server.url, "EOFFICE_PASSWORD": state.password, "KPIGW_LOG_LEVEL": "WARNING"}
+    # a restart after SIGKILL waits for the killed run's lease to expire: keep the lease short
+    env = {**os.environ, "EOFFICE_URL": server.url, "EOFFICE_PASSWORD": state.password, "KPIGW_LOG_LEVEL": "WARNING",
+           "KPIGW_LEASE_SECONDS": "1.5"}  # fmt: skip
     env.pop("KPIGW_FAILPOINT", None)
     if failpoint:
         env["KPIGW_FAILPOINT"] = failpoint

@@ -13,7 +13,6 @@ sync of the source runs meanwhile; it waits for a running sync to finish first.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any, Protocol
@@ -21,11 +20,11 @@ from typing import Any, Protocol
 from sqlalchemy import Engine, delete
 
 from gateway.connector import CheckResult, Connector, Page
-from gateway.ops._errors import Conflict, Invalid
-from gateway.ops.cursors import BACKFILL_PREFIX, lease_name
+from gateway.ops._errors import Invalid
+from gateway.ops.cursors import BACKFILL_PREFIX
 from gateway.store import records as rec_store
 from gateway.sync.engine import RunReport, SyncEngine
-from gateway.sync.scheduler import LeaseKeeper
+from gateway.sync.scheduler import run_leased
 from gateway.types import SourceRecord, WorkItem
 
 
@@ -127,7 +126,7 @@ def run_backfill(
     lease_seconds: float,
     progress: Progress | None = None,
     wait_for_lease: float | None = None,
-    poll: float = 1.0,
+    poll: float | None = None,
 ) -> RunReport:
     """Backfill ``connector``'s source over ``[start, end]`` under its lease; returns the run's report.
 
@@ -138,17 +137,10 @@ def run_backfill(
         raise Invalid("backfill bounds must be timezone-aware")
     if start >= end:
         raise Invalid(f"the backfill range is empty: --from {start.isoformat()} is not before --to {end.isoformat()}")
-    keeper = LeaseKeeper(db, lease_name(connector.name), holder=holder, ttl=lease_seconds)
-    deadline = time.monotonic() + (lease_seconds if wait_for_lease is None else wait_for_lease)
-    while not keeper.acquire():
-        if time.monotonic() >= deadline:
-            raise Conflict(f"{connector.name!r} is being synced by {keeper.current_holder() or 'another replica'}; "
-                           "try again when that run ends", source=connector.name)  # fmt: skip
-        time.sleep(poll)
     bar = progress or _NoProgress()
     wrapped = BackfillConnector(connector, start=start, end=end, progress=bar)
     try:
-        return engine.run(wrapped, trigger="backfill", should_continue=keeper.may_write)
+        return run_leased(engine=engine, db=db, connector=wrapped, holder=holder, lease_seconds=lease_seconds,
+                          trigger="backfill", wait_for_lease=wait_for_lease, poll=poll)  # fmt: skip
     finally:
         bar.close()
-        keeper.release()

@@ -24,7 +24,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -166,6 +166,47 @@ class LeaseKeeper:
                     return
             except Exception:  # a missed beat is retried on the next one; may_write() covers the gap
                 log.warning("lease renewal failed", extra={"lease": self.name}, exc_info=True)
+
+
+def run_leased(
+    *,
+    engine: SyncEngine,
+    db: Engine,
+    connector: Connector,
+    holder: str,
+    lease_seconds: float,
+    trigger: str,
+    streams: Sequence[str] | None = None,
+    wait_for_lease: float | None = None,
+    poll: float | None = None,
+) -> RunReport:
+    """Run ``connector``'s sync outside the scheduler (the CLI, a backfill) under the source's lease.
+
+    Waits up to ``wait_for_lease`` seconds (default: a bit over one lease period, so the lease of a run that
+    was killed expires meanwhile) for another run to end, then gives
+    up with :class:`~gateway.ops.Conflict`: two runs of one source never write at the same time, whoever
+    started them. The run stops at a page boundary if the lease is lost.
+    """
+    from gateway.ops._errors import Conflict
+
+    keeper = LeaseKeeper(db, lease_name(connector.name), holder=holder, ttl=lease_seconds)
+    poll = min(1.0, lease_seconds / 4) if poll is None else poll
+    # by default long enough for the lease of a run that died (a killed process) to expire
+    deadline = time.monotonic() + (lease_seconds + 2 * poll if wait_for_lease is None else wait_for_lease)
+    waited = False
+    while not keeper.acquire():
+        if not waited:
+            log.warning("waiting for another run of the source to end",
+                        extra={"source": connector.name, "holder": keeper.current_holder()})  # fmt: skip
+            waited = True
+        if time.monotonic() >= deadline:
+            raise Conflict(f"{connector.name!r} is being synced by {keeper.current_holder() or 'another replica'}; "
+                           "try again when that run ends", source=connector.name)  # fmt: skip
+        time.sleep(poll)
+    try:
+        return engine.run(connector, streams=streams, trigger=trigger, should_continue=keeper.may_write)
+    finally:
+        keeper.release()
 
 
 @dataclass
