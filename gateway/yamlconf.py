@@ -25,8 +25,12 @@ SECRET_KEYS = frozenset({"password", "client_secret", "secret", "token", "api_ke
 _REF = re.compile(r"\$\{([^}]+)\}")
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys (a silent overwrite in YAML is a classic config bug)."""
+_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster
+
+
+class _Loader(_SafeLoader):  # type: ignore[valid-type,misc]
+    """Safe loader (libyaml's parser when PyYAML has it) that refuses duplicate keys (a silent overwrite in
+    YAML is a classic config bug)."""
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
@@ -62,14 +66,17 @@ def load_yaml(path: Path) -> tuple[Any, Marks]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    loader = _Loader(text)
     try:
-        node = yaml.compose(text, Loader=_Loader)
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader subclass
+        node = loader.get_single_node()  # parsed once: the node gives the marks and the data
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{where}: invalid YAML: {problem}") from exc
+    finally:
+        loader.dispose()
     marks: Marks = {}
     if node is not None:
         _collect_marks(node, (), marks)
