@@ -39,7 +39,7 @@ server.stop()
 @contextmanager
 def hub_process(records: int) -> Iterator[str]:
     """Run the stand-in hub with ``records`` bulk documents in a child process; yield its base URL."""
-    proc = subprocess.Popen(  # noqa: S603 - our own interpreter running our own script
+    proc = subprocess.Popen(
         [sys.executable, "-c", _HUB_SERVER, str(records)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -47,7 +47,7 @@ def hub_process(records: int) -> Iterator[str]:
         cwd=ROOT,
     )
     try:
-        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout is not None
         url = proc.stdout.readline().strip()
         if not url.startswith("http"):
             raise RuntimeError(f"the hub process did not start (exit code {proc.poll()})")
