@@ -29,7 +29,8 @@ _HUB_SERVER = """
 import sys
 from gateway.standins.edoc_hub import EdocHubState, create_edoc_hub_app
 from gateway.standins.server import serve_in_thread
-server = serve_in_thread(create_edoc_hub_app(EdocHubState(days=0, bulk_records=int(sys.argv[1]))))
+state = EdocHubState(days=0, bulk_records=int(sys.argv[1]))
+server = serve_in_thread(create_edoc_hub_app(state, latency=float(sys.argv[2])))
 print(server.url, flush=True)
 sys.stdin.read()
 server.stop()
@@ -37,10 +38,12 @@ server.stop()
 
 
 @contextmanager
-def hub_process(records: int) -> Iterator[str]:
-    """Run the stand-in hub with ``records`` bulk documents in a child process; yield its base URL."""
+def hub_process(records: int, *, latency: float = 0.0) -> Iterator[str]:
+    """Run the stand-in hub with ``records`` bulk documents in a child process; yield its base URL.
+
+    ``latency``: seconds added to every answer (a hub across a real network, not on loopback)."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", _HUB_SERVER, str(records)],
+        [sys.executable, "-c", _HUB_SERVER, str(records), str(latency)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -63,8 +66,8 @@ def hub_process(records: int) -> Iterator[str]:
 
 
 @contextmanager
-def soap_bench_source(records: int) -> Iterator[dict[str, Any]]:
-    with hub_process(records) as url:
+def soap_bench_source(records: int, *, latency: float = 0.0) -> Iterator[dict[str, Any]]:
+    with hub_process(records, latency=latency) as url:
         data, marks = load_yaml(SOURCE_FILE)
         env = {"EDOC_HUB_URL": url, "EDOC_HUB_TOKEN": SANDBOX_TOKEN}
         yield resolve_refs(data, path=SOURCE_FILE, marks=marks, env=env)
