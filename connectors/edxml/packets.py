@@ -74,7 +74,10 @@ def _cached_name(tag: Any) -> str | None:
 def _flatten(el: Any, prefix: str, out: dict[str, str | None], repeats: dict[str, list[Any]]) -> None:
     """One pass: ``path -> text`` for the first element at each path; repeated groups kept as elements."""
     for child in el:
-        name = _cached_name(child.tag)
+        tag = child.tag
+        name = _NAMES.get(tag, _UNSEEN)  # inlined _cached_name: this loop runs for every element of every packet
+        if name is _UNSEEN:
+            name = _cached_name(tag)
         if name is None:
             continue
         path = prefix + name
