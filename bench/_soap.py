@@ -42,27 +42,26 @@ def hub_process(records: int, *, latency: float = 0.0) -> Iterator[str]:
     """Run the stand-in hub with ``records`` bulk documents in a child process; yield its base URL.
 
     ``latency``: seconds added to every answer (a hub across a real network, not on loopback)."""
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", _HUB_SERVER, str(records), str(latency)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
         cwd=ROOT,
-    )
-    try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
-        if not url.startswith("http"):
-            raise RuntimeError(f"the hub process did not start (exit code {proc.poll()})")
-        yield url
-    finally:
-        if proc.stdin is not None:
-            proc.stdin.close()
+    ) as proc:
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            assert proc.stdout is not None
+            url = proc.stdout.readline().strip()
+            if not url.startswith("http"):
+                raise RuntimeError(f"the hub process did not start (exit code {proc.poll()})")
+            yield url
+        finally:
+            if proc.stdin is not None:
+                proc.stdin.close()  # the hub stops when its stdin closes (also if this process dies)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 @contextmanager
