@@ -100,6 +100,9 @@ def test_depth_limit_holds_in_other_encodings(encoding: str) -> None:
     body = f'<?xml version="1.0" encoding="{encoding}"?>' + "<a>" * 10 + "</a>" * 10
     with pytest.raises(UnsafeXml, match="deeper than 9"):
         parse_xml(body.encode(encoding), limits=XmlLimits(max_depth=9))
+    if encoding in ("utf-16", "utf-32"):  # found by the byte-order mark alone, no declaration
+        with pytest.raises(UnsafeXml, match="deeper than 9"):
+            parse_xml(("<a>" * 10 + "</a>" * 10).encode(encoding), limits=XmlLimits(max_depth=9))
 
 
 def test_fifty_megabyte_text_node_is_refused_with_bounded_memory() -> None:
