@@ -147,3 +147,20 @@ def test_missing_document_is_a_record_error() -> None:
 def test_key_template_fields_are_checked() -> None:
     with pytest.raises(ValueError, match="unknown fields"):
         normalizer(key="doc:{agency}:{nonsense}")
+
+
+def test_tag_name_cache_is_bounded_and_does_not_change_what_is_read() -> None:
+    """Packets with thousands of distinct (vendor) tags cannot grow the walk's tag-name cache past its cap."""
+    from connectors.edxml import packets
+
+    first = packet(sorted(p.name for p in FIXTURES.glob("*.xml"))[0])
+    ns = packets.NS
+    junk = "".join(f"<edXML:X{i}>v</edXML:X{i}>" for i in range(packets._NAMES_CAP + 100))
+    hostile = (
+        f'<edXML:edXMLEnvelope xmlns:edXML="{ns}"><edXML:edXMLHeader><edXML:MessageHeader>'
+        f"<edXML:DocumentId>000.00.00.G22,2026/09/01,1/UBND</edXML:DocumentId>{junk}"
+        "</edXML:MessageHeader></edXML:edXMLHeader></edXML:edXMLEnvelope>"
+    )
+    assert read_packet(hostile)["document_id"] == "000.00.00.G22,2026/09/01,1/UBND"
+    assert len(packets._NAMES) <= packets._NAMES_CAP
+    assert packet(sorted(p.name for p in FIXTURES.glob("*.xml"))[0]) == first

@@ -80,6 +80,31 @@ def test_parser_depth_limit_is_configurable() -> None:
         parse_xml(body, limits=XmlLimits(max_depth=19))
 
 
+@pytest.mark.parametrize("max_depth", [8, 19, 64])
+def test_depth_limit_holds_at_the_fewest_tags_that_can_exceed_it(max_depth: int) -> None:
+    """The probe is skipped below 2 * max_depth + 1 "<" bytes: the tightest too-deep documents must still fail."""
+    depth = max_depth + 1
+    tightest = b"<a>" * (depth - 1) + b"<a/>" + b"</a>" * (depth - 1)  # exactly 2 * max_depth + 1 "<"
+    assert tightest.count(b"<") == 2 * max_depth + 1
+    as_text = tightest.decode()
+    for body in (tightest, as_text, b'<?xml version="1.0" encoding="utf-8"?>' + tightest, "\ufeff " + as_text):
+        with pytest.raises(UnsafeXml, match=f"deeper than {max_depth}"):
+            parse_xml(body, limits=XmlLimits(max_depth=max_depth))
+    just_deep_enough = b"<a>" * (depth - 2) + b"<a/>" + b"</a>" * (depth - 2)
+    assert parse_xml(just_deep_enough, limits=XmlLimits(max_depth=max_depth)) is not None
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32", "iso-8859-1"])
+def test_depth_limit_holds_in_other_encodings(encoding: str) -> None:
+    """Where "<" may not be the byte 0x3C, or the count could mislead, the probe runs (or the count still holds)."""
+    body = f'<?xml version="1.0" encoding="{encoding}"?>' + "<a>" * 10 + "</a>" * 10
+    with pytest.raises(UnsafeXml, match="deeper than 9"):
+        parse_xml(body.encode(encoding), limits=XmlLimits(max_depth=9))
+    if encoding in ("utf-16", "utf-32"):  # found by the byte-order mark alone, no declaration
+        with pytest.raises(UnsafeXml, match="deeper than 9"):
+            parse_xml(("<a>" * 10 + "</a>" * 10).encode(encoding), limits=XmlLimits(max_depth=9))
+
+
 def test_fifty_megabyte_text_node_is_refused_with_bounded_memory() -> None:
     body = b"<r>" + b"x" * (50 * 1024 * 1024) + b"</r>"
     tracemalloc.start()

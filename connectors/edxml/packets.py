@@ -54,10 +54,30 @@ def _name(tag: Any) -> str | None:
     return name.replace("Bussiness", "Business") if "Buss" in name else name
 
 
+# Tag -> name, filled as tags are met. A packet has few distinct tags and a sync reads thousands of packets;
+# the lookup replaces a function call and string surgery per element. Bounded: unknown tags beyond the cap are
+# named without being remembered, so a hostile stream of distinct tags cannot grow it.
+_NAMES: dict[Any, str | None] = {}
+_NAMES_CAP = 4096
+_UNSEEN: Any = object()
+
+
+def _cached_name(tag: Any) -> str | None:
+    name = _NAMES.get(tag, _UNSEEN)
+    if name is _UNSEEN:
+        name = _name(tag)
+        if len(_NAMES) < _NAMES_CAP and isinstance(tag, str):
+            _NAMES[tag] = name
+    return name  # type: ignore[no-any-return]
+
+
 def _flatten(el: Any, prefix: str, out: dict[str, str | None], repeats: dict[str, list[Any]]) -> None:
     """One pass: ``path -> text`` for the first element at each path; repeated groups kept as elements."""
     for child in el:
-        name = _name(child.tag)
+        tag = child.tag
+        name = _NAMES.get(tag, _UNSEEN)  # inlined _cached_name: this loop runs for every element of every packet
+        if name is _UNSEEN:
+            name = _cached_name(tag)
         if name is None:
             continue
         path = prefix + name
@@ -76,7 +96,7 @@ def _fields(el: Any, *names: str) -> dict[str, str | None]:
     if el is None:
         return values
     for child in el:
-        name = _name(child.tag)
+        name = _cached_name(child.tag)
         if name in values and values[name] is None and child.text:
             values[name] = child.text.strip() or None
     return values

@@ -134,6 +134,10 @@ class SoapStreamConfig(_Strict):
     key: str  # a path, or a template with {path} placeholders for a composite key
     cursor: CursorConfig | None = None
     joins: list[JoinConfig] = Field(default_factory=list)
+    # How many join calls of one page may be in flight at once (1: one after another). Above 1 the calls are
+    # pipelined on a small pool, e.g. GetDocument and GetTraces together, or a hub that takes one DocumentId
+    # per call (``batch: 1``) fetched a few documents at a time; see connectors/soap/_joins.py.
+    join_concurrency: int = Field(default=1, ge=1, le=16)
     normalize: NormalizeConfig | None = None
     edxml: EdxmlNormalizeConfig | None = None
 
@@ -145,6 +149,8 @@ class SoapStreamConfig(_Strict):
             raise ValueError("total_path is not supported for SOAP streams; paging ends on a short page")
         if isinstance(self.paginator, CursorKeysetPaginator) and self.cursor is None:
             raise ValueError("cursor_keyset paging needs a 'cursor'")
+        if self.join_concurrency > 1 and not self.joins:
+            raise ValueError("join_concurrency applies to joins; this stream has none")
         return self
 
 
@@ -167,3 +173,13 @@ class SoapSourceConfig(_Strict):
     limits: SoapLimitsConfig = SoapLimitsConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     streams: dict[str, SoapStreamConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _connections_for_the_joins(self) -> SoapSourceConfig:
+        wanted = max(s.join_concurrency for s in self.streams.values())
+        if wanted > self.limits.max_connections:
+            raise ValueError(
+                f"join_concurrency {wanted} exceeds limits.max_connections {self.limits.max_connections}: "
+                "calls would queue for a connection; raise max_connections or lower join_concurrency"
+            )
+        return self

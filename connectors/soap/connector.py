@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -99,6 +100,7 @@ class SoapConnector:
         self._xml_limits = XmlLimits(max_bytes=lim.max_bytes, max_depth=lim.max_depth)
         self._streams = {s: _Stream(s, c, id_system=self.cfg.id_system) for s, c in self.cfg.streams.items()}
         self._client: httpx.Client | None = None
+        self._pool: ThreadPoolExecutor | None = None
         self._zeep: Any = None
         self._binding: Any = None
         self._address = ""
@@ -111,7 +113,20 @@ class SoapConnector:
             self._client = self._ctx.http_client(limits=self._limits)
         return self._client
 
+    def _join_pool(self, stream: _Stream) -> ThreadPoolExecutor | None:
+        """The pool that pipelines a page's join calls (``join_concurrency`` > 1), built on first use."""
+        wanted = stream.cfg.join_concurrency
+        if wanted <= 1:
+            return None
+        if self._pool is None:
+            size = max(s.cfg.join_concurrency for s in self._streams.values())
+            self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix=f"{self.name}-join")
+        return self._pool
+
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -285,7 +300,7 @@ class SoapConnector:
             next_params = paginator.next({}, found)
             records, high = self._records(s, fresh, problems, high)
             if s.cfg.joins and records:
-                records = attach_joins(self, s.cfg.joins, records, problems)
+                records = attach_joins(self, s.cfg.joins, records, problems, pool=self._join_pool(s))
             checkpoint = high.isoformat() if high is not None and (sorted_source or next_params is None) else None
             yield Page(records=records, checkpoint=checkpoint, problems=problems)
             params = next_params

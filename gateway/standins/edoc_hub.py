@@ -15,6 +15,7 @@ string templates. ``create_edoc_hub_app(state)`` builds the ASGI app (no work at
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from importlib.resources import files
 from typing import Any
@@ -100,7 +101,9 @@ def _packets(tag: str, packets: list[str], mode: str) -> str:
     return "".join(f"<{tag}>{escape(p)}</{tag}>" for p in packets)
 
 
-def create_edoc_hub_app(state: EdocHubState) -> Starlette:
+def create_edoc_hub_app(state: EdocHubState, *, latency: float = 0.0) -> Starlette:
+    """The hub's ASGI app; ``latency`` seconds are added to every SOAP answer, as if the hub were that far away
+    (it waits without blocking, so concurrent calls overlap their waits as they would on a real network)."""
     wsdl_text = files("gateway.standins").joinpath("wsdl/edoc_hub.wsdl").read_text(encoding="utf-8")
 
     async def wsdl(request: Request) -> Response:
@@ -114,6 +117,8 @@ def create_edoc_hub_app(state: EdocHubState) -> Starlette:
                 return await wsdl(request)
             return Response(b"use POST (SOAP 1.1) or ?wsdl", status_code=405)
         raw = await request.body()
+        if latency > 0:
+            await asyncio.sleep(latency)
         try:
             root = parse_xml(raw, limits=_REQUEST_LIMITS, what="SOAP request")
             body = root.find(f"{{{SOAP_NS}}}Body")
