@@ -35,6 +35,7 @@ from pathlib import Path
 import httpx
 import orjson
 import psycopg
+from sqlalchemy import text
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -50,6 +51,7 @@ FACT_COLS = ("id", "fact_key", "item_key", "person_id", "role", "agency", "unit"
              "catalog_version", "rule_id", "units_scaled", "quantity_scaled", "assigned", "completed", "due_at",
              "done_at", "on_time", "delays", "failed_reviews", "exempt", "source", "stream", "record_key", "lineage",
              "state", "value_hash", "version", "change_seq", "created_at", "updated_at")
+KINDS = ("facts_page", "unit_month_summary", "change_feed")
 CHANGE_COLS = ("seq", "fact_id", "fact_key", "op", "agency", "period", "version", "committed_at", "snapshot")
 
 
@@ -161,7 +163,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--database-url", help="an existing empty database (default: a fresh one, dropped after)")
+    parser.add_argument("--database-url", help="an existing database, empty or loaded by an earlier --keep run "
+                        "(default: a fresh one, dropped after)")
+    parser.add_argument("--keep", action="store_true", help="keep the fresh database and print its URL (iterate)")
+    parser.add_argument("--kinds", default=",".join(KINDS), help="comma-separated request kinds to run")
     args = parser.parse_args()
 
     name = None
@@ -175,13 +180,21 @@ def main() -> None:
     try:
         engine = make_engine(url)
         migrate(engine)
-        load(url, args.facts)
+        with engine.connect() as conn:
+            present = conn.execute(text("SELECT count(*) FROM fact")).scalar_one()
+        if present == 0:
+            load(url, args.facts)
+        elif present != args.facts:
+            raise SystemExit(f"{url} holds {present:,} facts, not --facts {args.facts:,}")
+        else:
+            print(f"  reusing {present:,} facts at {url}", file=sys.stderr, flush=True)
         from gateway.store import clients
 
+        client_id = f"bench-{uuid.uuid4().hex[:6]}"  # one per run: a reused database keeps earlier clients
         with engine.begin() as conn:
-            clients.create_client(conn, client_id="bench", name="bench", agencies=["*"], roles=["read_facts"],
+            clients.create_client(conn, client_id=client_id, name="bench", agencies=["*"], roles=["read_facts"],
                                   rate_per_minute=10_000_000, now=datetime.now(UTC))  # fmt: skip
-            key = clients.issue_key(conn, client_id="bench", now=datetime.now(UTC))[1]
+            key = clients.issue_key(conn, client_id=client_id, now=datetime.now(UTC))[1]
         engine.dispose()
         env = {**os.environ, "KPIGW_DATABASE_URL": url, "KPIGW_SOURCES_DIR": tempfile.mkdtemp(),
                "KPIGW_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}  # fmt: skip
@@ -203,7 +216,7 @@ def main() -> None:
             time.sleep(0.2)
         results: dict[str, object] = {"facts": args.facts, "clients": args.clients, "seconds": args.seconds,
                                       "workers": args.workers, "cpus": os.cpu_count()}  # fmt: skip
-        for kind in ("facts_page", "unit_month_summary", "change_feed"):
+        for kind in args.kinds.split(","):
             run_kind(base, key, kind, args.clients, 2, args.facts)  # warm-up
             results[kind] = run_kind(base, key, kind, args.clients, args.seconds, args.facts)
             print(f"  {kind}: {results[kind]}", file=sys.stderr, flush=True)
@@ -213,7 +226,9 @@ def main() -> None:
         if server is not None:
             server.terminate()
             server.wait(10)
-        if name is not None:
+        if name is not None and args.keep:
+            print(f"  kept {url}", file=sys.stderr, flush=True)
+        elif name is not None:
             with psycopg.connect(PG, autocommit=True) as admin:
                 admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
