@@ -19,11 +19,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+import anyio
+import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 from sqlalchemy import Connection
-from starlette.concurrency import run_in_threadpool
 
 from gateway.api import audit
 from gateway.api.deps import ConnDep, ReaderDep, RuntimeDep
@@ -36,6 +37,7 @@ from gateway.runtime import Runtime
 from gateway.security import Principal
 from gateway.types import VN_TZ
 
+READ_CONCURRENCY = 10  # the most hot reads run at once per process, when the pool does not say less
 MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
 Status = Literal["assigned", "completed", "open", "on_time", "late", "exempt", "failed_review", "delayed"]
 CODE = Annotated[str | None, Query(max_length=200)]
@@ -46,14 +48,31 @@ def json(data: Any) -> Response:
     return Response(orjson.dumps(data), media_type="application/json")
 
 
-async def _read(runtime: Runtime, work: Callable[[Connection], Response]) -> Response:
-    """Run ``work`` with a store connection on a worker thread: one hop for the whole read."""
+async def _read(request: Request, work: Callable[[Connection], Response]) -> Response:
+    """Run ``work`` with a store connection on a worker thread: one hop for the whole read.
+
+    At most as many reads run at once as the pool keeps connections (:func:`_read_limiter`); the others wait
+    on the event loop, which costs nothing. Without that bound, 25 concurrent requests per process took the
+    pool into overflow, and every overflow connection was opened and closed again for a single request (a
+    new PostgreSQL backend each time), while 25 threads fought over the GIL."""
+    runtime: Runtime = request.app.state.runtime
 
     def run() -> Response:
         with runtime.db.connect() as conn:
             return work(conn)
 
-    return await run_in_threadpool(run)
+    return await anyio.to_thread.run_sync(run, limiter=_read_limiter(request))
+
+
+def _read_limiter(request: Request) -> anyio.CapacityLimiter:
+    """The app's bound on concurrent store reads: the pool's steady size (made on first use, inside the loop)."""
+    state = request.app.state
+    limiter: anyio.CapacityLimiter | None = getattr(state, "read_limiter", None)
+    if limiter is None:
+        runtime: Runtime = state.runtime
+        size = getattr(runtime.db.pool, "size", lambda: READ_CONCURRENCY)()
+        limiter = state.read_limiter = anyio.CapacityLimiter(max(1, min(int(size), READ_CONCURRENCY)))
+    return limiter
 
 
 def _cap(request: Request, limit: int) -> int:
@@ -105,7 +124,7 @@ async def get_facts(
         audit.record_read(conn, caller, action="read_facts", filters=filters.public(), rows=len(items))
         return json({"items": items, "next": next_token})
 
-    return await _read(rt, work)
+    return await _read(request, work)
 
 
 @router.get("/facts/changes", tags=["facts"], response_model=ChangePage,
@@ -124,7 +143,7 @@ async def get_changes(
                           rows=len(items))  # fmt: skip
         return json({"items": items, "next": token, "has_more": more})
 
-    return await _read(rt, work)
+    return await _read(request, work)
 
 
 @router.get("/facts/{fact_id}", tags=["facts"], response_model=FactDetail, responses=problem_responses(404),
@@ -180,7 +199,7 @@ async def get_summaries(
             "period": period, "group_by": group_by, "agency": agency, "unit": unit, "person": person})  # fmt: skip
         return json({"items": page, "next": token})
 
-    return await _read(rt, work)
+    return await _read(request, work)
 
 
 @router.get("/export", tags=["export"], summary="A unit-period's facts and summaries as CSV or XLSX",
