@@ -110,6 +110,45 @@ def app_factory() -> object:
     return create_app(build_runtime(Settings(scheduler=False)), start_scheduler=False)
 
 
+def serve_one(port: int) -> None:
+    """One API process on its own ``SO_REUSEPORT`` socket (see ``--balance``)."""
+    import socket
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", port))
+    config = uvicorn.Config(app_factory, factory=True, log_level="warning", access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def _start_servers(balance: str, workers: int, port: int, env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
+    if balance == "shared":
+        return [subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "bench.api_bench:app_factory", "--factory", "--port", str(port),
+             "--workers", str(workers), "--log-level", "warning", "--no-access-log"],
+            cwd=ROOT, env=env,
+        )]  # fmt: skip
+    return [subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve-one", "--port", str(port)],
+                             cwd=ROOT, env=env) for _ in range(workers)]  # fmt: skip
+
+
+def _wait_healthy(base: str, servers: list[subprocess.Popen[bytes]]) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(base + "/healthz", timeout=1).status_code == 200 and all(s.poll() is None for s in servers):
+                time.sleep(1.0)  # every process listening, not only the first
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or any(s.poll() is not None for s in servers):
+            raise SystemExit("the API did not start")
+        time.sleep(0.2)
+
+
 def _token(kind: str, value: int) -> str:
     return base64.urlsafe_b64encode(f"{kind}:{value}".encode()).decode().rstrip("=")
 
@@ -206,8 +245,16 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the fresh database and print its URL (iterate)")
     parser.add_argument("--http-client", choices=("stdlib", "httpx"), default="stdlib",
                         help="the load generator's HTTP client (httpx costs the shared CPUs far more)")
+    parser.add_argument("--balance", choices=("reuseport", "shared"), default="reuseport",
+                        help="reuseport: one uvicorn process per worker, each on its own SO_REUSEPORT socket, so the "
+                        "kernel spreads connections evenly (as a Service spreads them over replicas); shared: "
+                        "`uvicorn --workers N` on one socket (keep-alive clients landed 41/9 on two workers)")
+    parser.add_argument("--serve-one", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--kinds", default=",".join(KINDS), help="comma-separated request kinds to run")
     args = parser.parse_args()
+    if args.serve_one:
+        serve_one(args.port)
+        return
 
     name = None
     url = args.database_url
@@ -216,7 +263,7 @@ def main() -> None:
         with psycopg.connect(PG, autocommit=True) as admin:
             admin.execute(f'CREATE DATABASE "{name}"')
         url = PG.rsplit("/", 1)[0] + "/" + name
-    server = None
+    servers: list[subprocess.Popen[bytes]] = []
     try:
         engine = make_engine(url)
         migrate(engine)
@@ -238,24 +285,11 @@ def main() -> None:
         engine.dispose()
         env = {**os.environ, "KPIGW_DATABASE_URL": url, "KPIGW_SOURCES_DIR": tempfile.mkdtemp(),
                "KPIGW_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}  # fmt: skip
-        server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "bench.api_bench:app_factory", "--factory", "--port", str(args.port),
-             "--workers", str(args.workers), "--log-level", "warning", "--no-access-log"],
-            cwd=ROOT, env=env,
-        )  # fmt: skip
+        servers = _start_servers(args.balance, args.workers, args.port, env)
         base = f"http://127.0.0.1:{args.port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("the API did not start")
-            time.sleep(0.2)
+        _wait_healthy(base, servers)
         results: dict[str, object] = {"facts": args.facts, "clients": args.clients, "seconds": args.seconds,
-                                      "workers": args.workers, "cpus": os.cpu_count(),
+                                      "workers": args.workers, "balance": args.balance, "cpus": os.cpu_count(),
                                       "http_client": args.http_client}  # fmt: skip
         for kind in args.kinds.split(","):
             run_kind(base, key, kind, args.clients, 2, args.facts, args.http_client)  # warm-up
@@ -264,8 +298,9 @@ def main() -> None:
         results["target_p99_ms"] = 100
         print(json.dumps(results))
     finally:
-        if server is not None:
+        for server in servers:
             server.terminate()
+        for server in servers:
             server.wait(10)
         if name is not None and args.keep:
             print(f"  kept {url}", file=sys.stderr, flush=True)
