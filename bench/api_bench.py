@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import collections
 import http.client
 import json
 import os
@@ -104,10 +105,12 @@ def load(url: str, n: int) -> None:
 def app_factory() -> object:
     """uvicorn ``--factory`` entry for the worker processes (settings from the environment)."""
     from gateway.api import create_app
+    from gateway.api.cache import DEFAULT_MAX_BYTES
     from gateway.runtime import build_runtime
     from gateway.settings import Settings
 
-    return create_app(build_runtime(Settings(scheduler=False)), start_scheduler=False)
+    cache_bytes = int(os.environ.get("KPIGW_BENCH_RESPONSE_CACHE_BYTES", DEFAULT_MAX_BYTES))
+    return create_app(build_runtime(Settings(scheduler=False)), start_scheduler=False, response_cache_bytes=cache_bytes)
 
 
 def serve_one(port: int) -> None:
@@ -165,11 +168,11 @@ class _StdlibGet:
         self.conn = http.client.HTTPConnection(host, int(port), timeout=30)
         self.headers = {"X-API-Key": key}
 
-    def __call__(self, path: str) -> int:
+    def __call__(self, path: str) -> tuple[int, str | None]:
         self.conn.request("GET", path, headers=self.headers)
         response = self.conn.getresponse()
         response.read()
-        return response.status
+        return response.status, response.getheader("X-KPIGW-Cache")
 
     def close(self) -> None:
         self.conn.close()
@@ -181,8 +184,9 @@ class _HttpxGet:
         # pre-bound socket missing TCP_NODELAY; uvicorn binding its own socket is not affected)
         self.http = httpx.Client(base_url=base, headers={"X-API-Key": key}, timeout=30)
 
-    def __call__(self, path: str) -> int:
-        return self.http.get(path).status_code
+    def __call__(self, path: str) -> tuple[int, str | None]:
+        response = self.http.get(path)
+        return response.status_code, response.headers.get("X-KPIGW-Cache")
 
     def close(self) -> None:
         self.http.close()
@@ -192,6 +196,7 @@ def run_kind(base: str, key: str, kind: str, clients: int, seconds: float, n: in
              http_client: str = "stdlib") -> dict[str, float]:  # fmt: skip
     latencies: list[float] = []
     errors = [0]
+    outcomes: collections.Counter[str] = collections.Counter()  # X-KPIGW-Cache: hit / miss (none: not cached)
     lock = threading.Lock()
     stop = time.monotonic() + seconds
 
@@ -211,11 +216,11 @@ def run_kind(base: str, key: str, kind: str, clients: int, seconds: float, n: in
         try:
             while time.monotonic() < stop:
                 t = time.perf_counter()
-                status = get(url(rnd))
+                status, cached = get(url(rnd))
                 mine.append(time.perf_counter() - t)
-                if status != 200:
-                    with lock:
-                        errors[0] += 1
+                with lock:
+                    errors[0] += status != 200
+                    outcomes[cached or "none"] += 1
         finally:
             get.close()
         with lock:
@@ -229,8 +234,10 @@ def run_kind(base: str, key: str, kind: str, clients: int, seconds: float, n: in
     if len(latencies) < 2:
         return {"requests": len(latencies), "errors": errors[0], "rps": 0.0, "p50_ms": -1.0, "p99_ms": -1.0}
     q = statistics.quantiles(latencies, n=100)
+    looked_up = outcomes["hit"] + outcomes["miss"]
     return {"requests": len(latencies), "errors": errors[0], "rps": round(len(latencies) / seconds, 1),
-            "p50_ms": round(q[49] * 1000, 1), "p99_ms": round(q[98] * 1000, 1)}  # fmt: skip
+            "p50_ms": round(q[49] * 1000, 1), "p99_ms": round(q[98] * 1000, 1),
+            "cache_hit_rate": round(outcomes["hit"] / looked_up, 3) if looked_up else None}  # fmt: skip
 
 
 def main() -> None:
@@ -250,6 +257,7 @@ def main() -> None:
                         "kernel spreads connections evenly (as a Service spreads them over replicas); shared: "
                         "`uvicorn --workers N` on one socket (keep-alive clients landed 41/9 on two workers)")
     parser.add_argument("--serve-one", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-cache", action="store_true", help="turn the API's response cache off (uncached figures)")
     parser.add_argument("--kinds", default=",".join(KINDS), help="comma-separated request kinds to run")
     args = parser.parse_args()
     if args.serve_one:
@@ -285,12 +293,14 @@ def main() -> None:
         engine.dispose()
         env = {**os.environ, "KPIGW_DATABASE_URL": url, "KPIGW_SOURCES_DIR": tempfile.mkdtemp(),
                "KPIGW_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}  # fmt: skip
+        if args.no_cache:
+            env["KPIGW_BENCH_RESPONSE_CACHE_BYTES"] = "0"
         servers = _start_servers(args.balance, args.workers, args.port, env)
         base = f"http://127.0.0.1:{args.port}"
         _wait_healthy(base, servers)
         results: dict[str, object] = {"facts": args.facts, "clients": args.clients, "seconds": args.seconds,
                                       "workers": args.workers, "balance": args.balance, "cpus": os.cpu_count(),
-                                      "http_client": args.http_client}  # fmt: skip
+                                      "http_client": args.http_client, "response_cache": not args.no_cache}  # fmt: skip
         for kind in args.kinds.split(","):
             run_kind(base, key, kind, args.clients, 2, args.facts, args.http_client)  # warm-up
             results[kind] = run_kind(base, key, kind, args.clients, args.seconds, args.facts, args.http_client)

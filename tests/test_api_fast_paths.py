@@ -7,6 +7,8 @@
 - hot reads are still audited (who, filter, rows), one row per request;
 - the API-key cache: a hit never accepts a wrong secret or an expired key; a revocation made elsewhere takes
   effect within the TTL, one made through this process's admin API at once;
+- the response cache: a hit is byte-identical, audited, never shared across scopes, and any fact change or
+  period closure makes every key new; it can be turned off; it stays within its byte bound;
 - the plain ASGI middleware still labels every response (request id, sandbox) and counts by route template.
 """
 
@@ -17,14 +19,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from sqlalchemy import select
 
+from gateway.api import create_app
 from gateway.api.audit import AUDIT
+from gateway.api.cache import Cached, ResponseCache
 from gateway.api.facts import encode_token
 from gateway.runtime import Runtime
 from gateway.security import Authenticator, Unauthorized
+from gateway.standins.server import serve_in_thread
 from gateway.store import clients
 from gateway.store.facts import CHANGE, FACT, snapshot, write_facts
 from gateway.store.periods import close_period
@@ -195,3 +201,53 @@ def test_responses_keep_request_ids_and_route_metrics(sqlite_runtime: Runtime) -
     sample = sqlite_runtime.metrics.registry.get_sample_value(
         "kpigw_api_requests_total", {"route": "/v1/facts", "method": "GET", "status": "200"})  # fmt: skip
     assert sample == 1.0
+
+
+def test_response_cache_is_exact_per_scope_and_store_version(runtime: Runtime) -> None:
+    everyone, skhcn = new_key(runtime, "all", ["*"]), new_key(runtime, "sk", ["SKHCN"])
+    with serve(runtime) as api:
+        first = api.get("/v1/facts", everyone, limit=500)
+        again = api.get("/v1/facts", everyone, limit=500)
+        assert (first.headers["X-KPIGW-Cache"], again.headers["X-KPIGW-Cache"]) == ("miss", "hit")
+        assert again.content == first.content
+        mine = api.get("/v1/facts", skhcn, limit=500)  # another scope: its own entry, its own rows
+        assert mine.headers["X-KPIGW-Cache"] == "miss" and {f["agency"] for f in mine.json()["items"]} == {"SKHCN"}
+
+        put(runtime, [fact(1, units="7")], now=NOW + timedelta(days=1))  # a fact changes: every key is new
+        changed = api.get("/v1/facts", everyone, limit=500)
+        assert changed.headers["X-KPIGW-Cache"] == "miss"
+        assert changed.content == _plain_facts_body(runtime, FACT.c.state == "active", 500)
+        assert next(f for f in changed.json()["items"] if f["item_key"] == "SKHCN:doc1")["units"] == "7.0000"
+
+        query = {"period": "2026-03", "group_by": "unit"}
+        put(runtime, [fact(n, period="2026-03", on_time=False, delays=1) for n in range(40, 43)],
+            now=NOW + timedelta(days=2))  # fmt: skip
+        before = api.get("/v1/summaries", everyone, **query)
+        assert api.get("/v1/summaries", everyone, **query).headers["X-KPIGW-Cache"] == "hit"
+        with runtime.db.begin() as conn:  # a closure freezes another policy: no fact changes, the key does
+            close_period(conn, agency="SKHCN", period="2026-03", by="t", policy={"late_products": "exclude"},
+                         now=NOW + timedelta(days=3))  # fmt: skip
+        after = api.get("/v1/summaries", everyone, **query)
+        assert after.headers["X-KPIGW-Cache"] == "miss"
+        assert before.json()["items"][0]["units"]["timeliness"] != after.json()["items"][0]["units"]["timeliness"]
+    with runtime.db.connect() as conn:
+        actions = [r.action for r in conn.execute(select(AUDIT.c.action).where(AUDIT.c.actor == "all"))]
+    assert actions.count("read_facts") == 3 and actions.count("read_summaries") == 3  # hits are audited too
+
+
+def test_response_cache_can_be_turned_off(sqlite_runtime: Runtime) -> None:
+    key = new_key(sqlite_runtime, "k", ["*"])
+    with serve_in_thread(create_app(sqlite_runtime, start_scheduler=False, response_cache_bytes=0)) as server:
+        r = httpx.get(server.url + "/v1/facts", headers={"X-API-Key": key})
+    assert r.status_code == 200 and "X-KPIGW-Cache" not in r.headers
+
+
+def test_cache_evicts_least_recently_used_within_its_bound() -> None:
+    cache = ResponseCache(max_bytes=800)
+    for n in range(8):
+        cache.put(n, Cached(b"x" * 100, 1))
+    assert cache.get(0) is not None  # 0 is now the most recent
+    cache.put(8, Cached(b"y" * 100, 1))
+    assert cache.get(1) is None and cache.get(0) is not None and cache.get(8) is not None
+    cache.put("huge", Cached(b"z" * 101, 1))  # over an eighth of the bound: never cached
+    assert cache.get("huge") is None and (cache.hits, cache.misses) == (3, 2)

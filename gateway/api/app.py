@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import __version__, logs
 from gateway.api import problems, routes_admin, routes_facts, routes_ops, routes_periods
+from gateway.api.cache import DEFAULT_MAX_BYTES, ResponseCache
 from gateway.api.deps import AdminDep, CallerDep, ConnDep, RuntimeDep
 from gateway.api.problems import ApiError, Problem, problem, problem_responses
 from gateway.runtime import Runtime
@@ -104,8 +105,10 @@ class Observe:
             self.metrics.api_latency.labels(template).observe(time.perf_counter() - started)
 
 
-def create_app(runtime: Runtime, *, start_scheduler: bool | None = None,
-               authenticator: Authenticator | None = None) -> FastAPI:  # fmt: skip
+def create_app(runtime: Runtime, *, start_scheduler: bool | None = None, authenticator: Authenticator | None = None,
+               response_cache_bytes: int = DEFAULT_MAX_BYTES) -> FastAPI:  # fmt: skip
+    """The application. ``response_cache_bytes`` bounds the per-process cache of fact pages and summaries
+    (:mod:`gateway.api.cache`; 0 turns it off)."""
     run_scheduler = runtime.settings.scheduler if start_scheduler is None else start_scheduler
     settings = runtime.settings
     auth = authenticator or Authenticator.from_settings(settings, runtime.db)
@@ -134,6 +137,7 @@ def create_app(runtime: Runtime, *, start_scheduler: bool | None = None,
     )  # fmt: skip
     app.state.runtime = runtime
     app.state.authenticator = auth
+    app.state.response_cache = ResponseCache(max_bytes=response_cache_bytes)
     app.state.rate_limiter = RateLimiter(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst)
     problems.install(app)
     app.add_middleware(RequestLimits, max_body=settings.max_request_bytes)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -27,6 +27,7 @@ from fastapi.responses import Response
 from sqlalchemy import Connection
 
 from gateway.api import audit
+from gateway.api.cache import Cached, ResponseCache, store_version
 from gateway.api.deps import ConnDep, ReaderDep, RuntimeDep
 from gateway.api.export import FACT_COLUMNS, SUMMARY_COLUMNS, fact_rows, summary_rows, to_csv, to_xlsx
 from gateway.api.facts import BadPageToken, FactFilter, get_fact, list_changes, list_fact_json, list_facts
@@ -46,6 +47,17 @@ router = APIRouter(prefix="/v1", responses=problem_responses(400, 401, 403, 422,
 
 def json(data: Any) -> Response:
     return Response(orjson.dumps(data), media_type="application/json")
+
+
+def _cached_json(body: bytes, outcome: str | None) -> Response:
+    headers = {"X-KPIGW-Cache": outcome} if outcome else None
+    return Response(body, media_type="application/json", headers=headers)
+
+
+def _cache_key(request: Request, conn: Connection, *parts: Hashable) -> tuple[ResponseCache, Hashable | None]:
+    """The app's response cache and this read's key in it (None when the cache is off); see :mod:`.cache`."""
+    cache: ResponseCache = request.app.state.response_cache
+    return cache, ((*parts, store_version(conn)) if cache.enabled else None)
 
 
 async def _read(request: Request, work: Callable[[Connection], Response]) -> Response:
@@ -120,9 +132,18 @@ async def get_facts(
     size = _cap(request, limit)
 
     def work(conn: Connection) -> Response:
-        items, next_token = list_fact_json(conn, scope=caller.scope, filters=filters, limit=size, after=after)
-        audit.record_read(conn, caller, action="read_facts", filters=filters.public(), rows=len(items))
-        return json({"items": items, "next": next_token})
+        cache, key = _cache_key(request, conn, "facts", tuple(caller.scope.listing()), filters, size, after)
+        hit = cache.get(key) if key is not None else None
+        if hit is None:
+            items, next_token = list_fact_json(conn, scope=caller.scope, filters=filters, limit=size, after=after)
+            hit = Cached(orjson.dumps({"items": items, "next": next_token}), len(items))
+            if key is not None:
+                cache.put(key, hit)
+            outcome = "miss"
+        else:
+            outcome = "hit"
+        audit.record_read(conn, caller, action="read_facts", filters=filters.public(), rows=hit.rows)
+        return _cached_json(hit.body, outcome if key is not None else None)
 
     return await _read(request, work)
 
@@ -187,19 +208,34 @@ async def get_summaries(
     size = _cap(request, limit)
 
     def work(conn: Connection) -> Response:
-        groups = summarize(conn, scope=caller.scope, group_by=group_by, period=period, policy_for=policy_for(rt),
-                           agency=agency, unit=unit, person=person)  # fmt: skip
-        keys = ("agency", "unit", "person_id")
-        if mark is not None:
-            groups = [g for g in groups if [g.get(k) or "" for k in keys if k in g] > mark]
-        page = groups[:size]
-        more = len(groups) > len(page)
-        token = _group_token([page[-1].get(k) for k in keys if k in page[-1]]) if more and page else None
-        audit.record_read(conn, caller, action="read_summaries", rows=len(page), filters={
+        cache, key = _cache_key(request, conn, "summaries", tuple(caller.scope.listing()), rt.mappings.current.version,
+                                group_by, period, agency, unit, person, size, after)  # fmt: skip
+        hit = cache.get(key) if key is not None else None
+        outcome = "hit"
+        if hit is None:
+            hit, outcome = _summary_page(conn, rt, caller, group_by=group_by, period=period, agency=agency, unit=unit,
+                                         person=person, mark=mark, size=size), "miss"  # fmt: skip
+            if key is not None:
+                cache.put(key, hit)
+        audit.record_read(conn, caller, action="read_summaries", rows=hit.rows, filters={
             "period": period, "group_by": group_by, "agency": agency, "unit": unit, "person": person})  # fmt: skip
-        return json({"items": page, "next": token})
+        return _cached_json(hit.body, outcome if key is not None else None)
 
     return await _read(request, work)
+
+
+def _summary_page(conn: Connection, rt: Runtime, caller: Principal, *, group_by: str, period: str,
+                  agency: str | None, unit: str | None, person: str | None, mark: list[Any] | None,
+                  size: int) -> Cached:  # fmt: skip
+    groups = summarize(conn, scope=caller.scope, group_by=group_by, period=period, policy_for=policy_for(rt),
+                       agency=agency, unit=unit, person=person)  # fmt: skip
+    keys = ("agency", "unit", "person_id")
+    if mark is not None:
+        groups = [g for g in groups if [g.get(k) or "" for k in keys if k in g] > mark]
+    page = groups[:size]
+    more = len(groups) > len(page)
+    token = _group_token([page[-1].get(k) for k in keys if k in page[-1]]) if more and page else None
+    return Cached(orjson.dumps({"items": page, "next": token}), len(page))
 
 
 @router.get("/export", tags=["export"], summary="A unit-period's facts and summaries as CSV or XLSX",
