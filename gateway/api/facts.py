@@ -13,7 +13,8 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Select, select
+from sqlalchemy import Connection, Select, select, type_coerce
+from sqlalchemy.types import NullType
 
 from gateway.errors import GatewayError
 from gateway.security.principal import Scope
@@ -152,8 +153,11 @@ def get_fact(conn: Connection, *, scope: Scope, fact_id: int, rule_source: Any =
     }  # fmt: skip
 
 
+# committed_at comes back as the driver's raw value (no per-row type processing); :func:`_stamp` converts each
+# distinct value once with the column type's own result processor, so the text is what the type would give.
 _CHANGE_WIRE = (CHANGE.c.seq, CHANGE.c.op, CHANGE.c.fact_id, CHANGE.c.fact_key, CHANGE.c.agency, CHANGE.c.period,
-                CHANGE.c.version, CHANGE.c.committed_at, CHANGE.c.snapshot)  # fmt: skip
+                CHANGE.c.version, type_coerce(CHANGE.c.committed_at, NullType()).label("committed_at"),
+                CHANGE.c.snapshot)  # fmt: skip
 
 
 def list_changes(conn: Connection, *, scope: Scope, after: str | None, limit: int,
@@ -173,12 +177,13 @@ def list_changes(conn: Connection, *, scope: Scope, after: str | None, limit: in
     rows = conn.execute(stmt).all()
     more = len(rows) > page_size
     rows = rows[:page_size]
-    stamps: dict[datetime, str] = {}
+    to_datetime = CHANGE.c.committed_at.type.dialect_impl(conn.dialect).result_processor(conn.dialect, None)
+    stamps: dict[Any, str] = {}
     items = []
     for seq, op, fact_id, fact_key, agency_code, period, version, committed_at, snap in rows:
         stamp = stamps.get(committed_at)
         if stamp is None:
-            stamp = stamps[committed_at] = committed_at.isoformat()
+            stamp = stamps[committed_at] = (to_datetime(committed_at) if to_datetime else committed_at).isoformat()
         items.append({"seq": seq, "op": op, "fact_id": fact_id, "fact_key": fact_key, "agency": agency_code,
                       "period": period, "version": version, "committed_at": stamp, "fact": orjson.Fragment(snap)})
     last = rows[-1].seq if rows else after_seq
