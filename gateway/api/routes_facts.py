@@ -82,8 +82,10 @@ def _read_limiter(request: Request) -> anyio.CapacityLimiter:
     limiter: anyio.CapacityLimiter | None = getattr(state, "read_limiter", None)
     if limiter is None:
         runtime: Runtime = state.runtime
-        size = getattr(runtime.db.pool, "size", lambda: READ_CONCURRENCY)()
-        limiter = state.read_limiter = anyio.CapacityLimiter(max(1, min(int(size), READ_CONCURRENCY)))
+        size = getattr(runtime.db.pool, "size", None)  # QueuePool.size() is a method; some pools have an int
+        size = size() if callable(size) else size
+        steady = size if isinstance(size, int) and size > 0 else READ_CONCURRENCY
+        limiter = state.read_limiter = anyio.CapacityLimiter(min(steady, READ_CONCURRENCY))
     return limiter
 
 
