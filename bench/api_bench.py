@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import collections
+import http.client
 import json
 import os
 import random
@@ -35,6 +37,7 @@ from pathlib import Path
 import httpx
 import orjson
 import psycopg
+from sqlalchemy import text
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -50,6 +53,7 @@ FACT_COLS = ("id", "fact_key", "item_key", "person_id", "role", "agency", "unit"
              "catalog_version", "rule_id", "units_scaled", "quantity_scaled", "assigned", "completed", "due_at",
              "done_at", "on_time", "delays", "failed_reviews", "exempt", "source", "stream", "record_key", "lineage",
              "state", "value_hash", "version", "change_seq", "created_at", "updated_at")
+KINDS = ("facts_page", "unit_month_summary", "change_feed")
 CHANGE_COLS = ("seq", "fact_id", "fact_key", "op", "agency", "period", "version", "committed_at", "snapshot")
 
 
@@ -101,19 +105,98 @@ def load(url: str, n: int) -> None:
 def app_factory() -> object:
     """uvicorn ``--factory`` entry for the worker processes (settings from the environment)."""
     from gateway.api import create_app
+    from gateway.api.cache import DEFAULT_MAX_BYTES
     from gateway.runtime import build_runtime
     from gateway.settings import Settings
 
-    return create_app(build_runtime(Settings(scheduler=False)), start_scheduler=False)
+    cache_bytes = int(os.environ.get("KPIGW_BENCH_RESPONSE_CACHE_BYTES", DEFAULT_MAX_BYTES))
+    return create_app(build_runtime(Settings(scheduler=False)), start_scheduler=False, response_cache_bytes=cache_bytes)
+
+
+def serve_one(port: int) -> None:
+    """One API process on its own ``SO_REUSEPORT`` socket (see ``--balance``)."""
+    import socket
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", port))
+    config = uvicorn.Config(app_factory, factory=True, log_level="warning", access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def _start_servers(balance: str, workers: int, port: int, env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
+    if balance == "shared":
+        return [subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "bench.api_bench:app_factory", "--factory", "--port", str(port),
+             "--workers", str(workers), "--log-level", "warning", "--no-access-log"],
+            cwd=ROOT, env=env,
+        )]  # fmt: skip
+    return [subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve-one", "--port", str(port)],
+                             cwd=ROOT, env=env) for _ in range(workers)]  # fmt: skip
+
+
+def _wait_healthy(base: str, servers: list[subprocess.Popen[bytes]]) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(base + "/healthz", timeout=1).status_code == 200 and all(s.poll() is None for s in servers):
+                time.sleep(1.0)  # every process listening, not only the first
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or any(s.poll() is not None for s in servers):
+            raise SystemExit("the API did not start")
+        time.sleep(0.2)
 
 
 def _token(kind: str, value: int) -> str:
     return base64.urlsafe_b64encode(f"{kind}:{value}".encode()).decode().rstrip("=")
 
 
-def run_kind(base: str, key: str, kind: str, clients: int, seconds: float, n: int) -> dict[str, float]:
+class _StdlibGet:
+    """GET over one keep-alive ``http.client`` connection; reads the whole body, returns the status.
+
+    The load generator shares the 2 cores with the server and PostgreSQL: httpx (pure-Python h11, 50 threads)
+    spent ~5 ms of CPU per 500 KB response, as much as the server's own work, so it measured itself as much as
+    the API. ``http.client`` reads a body with a few C-level reads. ``--http-client httpx`` keeps the old one."""
+
+    def __init__(self, base: str, key: str) -> None:
+        host, _, port = base.removeprefix("http://").partition(":")
+        self.conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        self.headers = {"X-API-Key": key}
+
+    def __call__(self, path: str) -> tuple[int, str | None]:
+        self.conn.request("GET", path, headers=self.headers)
+        response = self.conn.getresponse()
+        response.read()
+        return response.status, response.getheader("X-KPIGW-Cache")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class _HttpxGet:
+    def __init__(self, base: str, key: str) -> None:
+        # keep-alive, as a scoring front end would (the 40 ms delayed-ACK stall was the stand-in server's
+        # pre-bound socket missing TCP_NODELAY; uvicorn binding its own socket is not affected)
+        self.http = httpx.Client(base_url=base, headers={"X-API-Key": key}, timeout=30)
+
+    def __call__(self, path: str) -> tuple[int, str | None]:
+        response = self.http.get(path)
+        return response.status_code, response.headers.get("X-KPIGW-Cache")
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def run_kind(base: str, key: str, kind: str, clients: int, seconds: float, n: int,
+             http_client: str = "stdlib") -> dict[str, float]:  # fmt: skip
     latencies: list[float] = []
     errors = [0]
+    outcomes: collections.Counter[str] = collections.Counter()  # X-KPIGW-Cache: hit / miss (none: not cached)
     lock = threading.Lock()
     stop = time.monotonic() + seconds
 
@@ -129,16 +212,17 @@ def run_kind(base: str, key: str, kind: str, clients: int, seconds: float, n: in
     def client(seed: int) -> None:
         rnd = random.Random(seed)
         mine: list[float] = []
-        # keep-alive, as a scoring front end would (the 40 ms delayed-ACK stall was the stand-in server's
-        # pre-bound socket missing TCP_NODELAY; uvicorn binding its own socket is not affected)
-        with httpx.Client(base_url=base, headers={"X-API-Key": key}, timeout=30) as http:
+        get: _StdlibGet | _HttpxGet = _StdlibGet(base, key) if http_client == "stdlib" else _HttpxGet(base, key)
+        try:
             while time.monotonic() < stop:
                 t = time.perf_counter()
-                r = http.get(url(rnd))
+                status, cached = get(url(rnd))
                 mine.append(time.perf_counter() - t)
-                if r.status_code != 200:
-                    with lock:
-                        errors[0] += 1
+                with lock:
+                    errors[0] += status != 200
+                    outcomes[cached or "none"] += 1
+        finally:
+            get.close()
         with lock:
             latencies.extend(mine)
 
@@ -150,8 +234,10 @@ def run_kind(base: str, key: str, kind: str, clients: int, seconds: float, n: in
     if len(latencies) < 2:
         return {"requests": len(latencies), "errors": errors[0], "rps": 0.0, "p50_ms": -1.0, "p99_ms": -1.0}
     q = statistics.quantiles(latencies, n=100)
+    looked_up = outcomes["hit"] + outcomes["miss"]
     return {"requests": len(latencies), "errors": errors[0], "rps": round(len(latencies) / seconds, 1),
-            "p50_ms": round(q[49] * 1000, 1), "p99_ms": round(q[98] * 1000, 1)}  # fmt: skip
+            "p50_ms": round(q[49] * 1000, 1), "p99_ms": round(q[98] * 1000, 1),
+            "cache_hit_rate": round(outcomes["hit"] / looked_up, 3) if looked_up else None}  # fmt: skip
 
 
 def main() -> None:
@@ -161,8 +247,22 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--database-url", help="an existing empty database (default: a fresh one, dropped after)")
+    parser.add_argument("--database-url", help="an existing database, empty or loaded by an earlier --keep run "
+                        "(default: a fresh one, dropped after)")
+    parser.add_argument("--keep", action="store_true", help="keep the fresh database and print its URL (iterate)")
+    parser.add_argument("--http-client", choices=("stdlib", "httpx"), default="stdlib",
+                        help="the load generator's HTTP client (httpx costs the shared CPUs far more)")
+    parser.add_argument("--balance", choices=("reuseport", "shared"), default="reuseport",
+                        help="reuseport: one uvicorn process per worker, each on its own SO_REUSEPORT socket, so the "
+                        "kernel spreads connections evenly (as a Service spreads them over replicas); shared: "
+                        "`uvicorn --workers N` on one socket (keep-alive clients landed 41/9 on two workers)")
+    parser.add_argument("--serve-one", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-cache", action="store_true", help="turn the API's response cache off (uncached figures)")
+    parser.add_argument("--kinds", default=",".join(KINDS), help="comma-separated request kinds to run")
     args = parser.parse_args()
+    if args.serve_one:
+        serve_one(args.port)
+        return
 
     name = None
     url = args.database_url
@@ -171,49 +271,50 @@ def main() -> None:
         with psycopg.connect(PG, autocommit=True) as admin:
             admin.execute(f'CREATE DATABASE "{name}"')
         url = PG.rsplit("/", 1)[0] + "/" + name
-    server = None
+    servers: list[subprocess.Popen[bytes]] = []
     try:
         engine = make_engine(url)
         migrate(engine)
-        load(url, args.facts)
+        with engine.connect() as conn:
+            present = conn.execute(text("SELECT count(*) FROM fact")).scalar_one()
+        if present == 0:
+            load(url, args.facts)
+        elif present != args.facts:
+            raise SystemExit(f"{url} holds {present:,} facts, not --facts {args.facts:,}")
+        else:
+            print(f"  reusing {present:,} facts at {url}", file=sys.stderr, flush=True)
         from gateway.store import clients
 
+        client_id = f"bench-{uuid.uuid4().hex[:6]}"  # one per run: a reused database keeps earlier clients
         with engine.begin() as conn:
-            clients.create_client(conn, client_id="bench", name="bench", agencies=["*"], roles=["read_facts"],
+            clients.create_client(conn, client_id=client_id, name="bench", agencies=["*"], roles=["read_facts"],
                                   rate_per_minute=10_000_000, now=datetime.now(UTC))  # fmt: skip
-            key = clients.issue_key(conn, client_id="bench", now=datetime.now(UTC))[1]
+            key = clients.issue_key(conn, client_id=client_id, now=datetime.now(UTC))[1]
         engine.dispose()
         env = {**os.environ, "KPIGW_DATABASE_URL": url, "KPIGW_SOURCES_DIR": tempfile.mkdtemp(),
                "KPIGW_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}  # fmt: skip
-        server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "bench.api_bench:app_factory", "--factory", "--port", str(args.port),
-             "--workers", str(args.workers), "--log-level", "warning", "--no-access-log"],
-            cwd=ROOT, env=env,
-        )  # fmt: skip
+        if args.no_cache:
+            env["KPIGW_BENCH_RESPONSE_CACHE_BYTES"] = "0"
+        servers = _start_servers(args.balance, args.workers, args.port, env)
         base = f"http://127.0.0.1:{args.port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("the API did not start")
-            time.sleep(0.2)
+        _wait_healthy(base, servers)
         results: dict[str, object] = {"facts": args.facts, "clients": args.clients, "seconds": args.seconds,
-                                      "workers": args.workers, "cpus": os.cpu_count()}  # fmt: skip
-        for kind in ("facts_page", "unit_month_summary", "change_feed"):
-            run_kind(base, key, kind, args.clients, 2, args.facts)  # warm-up
-            results[kind] = run_kind(base, key, kind, args.clients, args.seconds, args.facts)
+                                      "workers": args.workers, "balance": args.balance, "cpus": os.cpu_count(),
+                                      "http_client": args.http_client, "response_cache": not args.no_cache}  # fmt: skip
+        for kind in args.kinds.split(","):
+            run_kind(base, key, kind, args.clients, 2, args.facts, args.http_client)  # warm-up
+            results[kind] = run_kind(base, key, kind, args.clients, args.seconds, args.facts, args.http_client)
             print(f"  {kind}: {results[kind]}", file=sys.stderr, flush=True)
         results["target_p99_ms"] = 100
         print(json.dumps(results))
     finally:
-        if server is not None:
+        for server in servers:
             server.terminate()
+        for server in servers:
             server.wait(10)
-        if name is not None:
+        if name is not None and args.keep:
+            print(f"  kept {url}", file=sys.stderr, flush=True)
+        elif name is not None:
             with psycopg.connect(PG, autocommit=True) as admin:
                 admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -17,10 +17,12 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import __version__, logs
 from gateway.api import problems, routes_admin, routes_facts, routes_ops, routes_periods
+from gateway.api.cache import DEFAULT_MAX_BYTES, ResponseCache
 from gateway.api.deps import AdminDep, CallerDep, ConnDep, RuntimeDep
 from gateway.api.problems import ApiError, Problem, problem, problem_responses
 from gateway.runtime import Runtime
@@ -66,8 +68,47 @@ class RequestLimits:
         await self.app(scope, counted, send)
 
 
-def create_app(runtime: Runtime, *, start_scheduler: bool | None = None,
-               authenticator: Authenticator | None = None) -> FastAPI:  # fmt: skip
+class Observe:
+    """Correlation id, request metrics and the sandbox label, as a plain ASGI middleware.
+
+    (``@app.middleware("http")`` wraps every response in a streaming copy through an extra task; for a 500 KB
+    page of facts that cost more than this middleware's own work.) Requests are counted by route template,
+    never by raw path, and a request that crashed is counted as a 500."""
+
+    def __init__(self, app: ASGIApp, *, runtime: Runtime, sandbox: bool) -> None:
+        self.app, self.metrics, self.sandbox = app, runtime.metrics, sandbox
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        cid = logs.new_correlation_id(Headers(scope=scope).get("X-Request-ID"))
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = MutableHeaders(scope=message)
+                headers["X-Request-ID"] = cid
+                if self.sandbox:
+                    headers["X-KPIGW-Sandbox"] = "open: no authentication, demo only"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            logs.correlation_id.set(None)
+            template = getattr(scope.get("route"), "path", "unmatched")  # the route template, never the raw path
+            self.metrics.api_requests.labels(template, scope["method"], str(status)).inc()
+            self.metrics.api_latency.labels(template).observe(time.perf_counter() - started)
+
+
+def create_app(runtime: Runtime, *, start_scheduler: bool | None = None, authenticator: Authenticator | None = None,
+               response_cache_bytes: int = DEFAULT_MAX_BYTES) -> FastAPI:  # fmt: skip
+    """The application. ``response_cache_bytes`` bounds the per-process cache of fact pages and summaries
+    (:mod:`gateway.api.cache`; 0 turns it off)."""
     run_scheduler = runtime.settings.scheduler if start_scheduler is None else start_scheduler
     settings = runtime.settings
     auth = authenticator or Authenticator.from_settings(settings, runtime.db)
@@ -96,26 +137,12 @@ def create_app(runtime: Runtime, *, start_scheduler: bool | None = None,
     )  # fmt: skip
     app.state.runtime = runtime
     app.state.authenticator = auth
+    app.state.response_cache = ResponseCache(max_bytes=response_cache_bytes)
     app.state.rate_limiter = RateLimiter(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst)
     problems.install(app)
     app.add_middleware(RequestLimits, max_body=settings.max_request_bytes)
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        cid = logs.new_correlation_id(request.headers.get("X-Request-ID"))
-        try:
-            response = await call_next(request)
-        finally:
-            logs.correlation_id.set(None)
-        response.headers["X-Request-ID"] = cid
-        route = request.scope.get("route")
-        template = getattr(route, "path", "unmatched")  # the route template, never the raw path
-        runtime.metrics.api_requests.labels(template, request.method, str(response.status_code)).inc()
-        runtime.metrics.api_latency.labels(template).observe(time.perf_counter() - started)
-        if auth.open_mode:
-            response.headers["X-KPIGW-Sandbox"] = "open: no authentication, demo only"
-        return response
+    app.add_middleware(Observe, runtime=runtime, sandbox=auth.open_mode)
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 from sqlalchemy.exc import IntegrityError
 
@@ -16,7 +16,7 @@ from gateway.api.facts import decode_token, encode_token
 from gateway.api.problems import ApiError, problem_responses
 from gateway.api.routes_facts import json
 from gateway.api.schemas import AuditPage, ClientIn, ClientOut, IssuedKey, KeyOut
-from gateway.security import Forbidden, Principal, Scope
+from gateway.security import Authenticator, Forbidden, Principal, Scope
 from gateway.store import clients
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=problem_responses(400, 401, 403, 404, 422, 429))
@@ -35,6 +35,12 @@ def _key_view(k: clients.KeyRecord) -> dict[str, Any]:
 
     return {"key_id": k.key_id, "client_id": k.client_id, "created_at": k.created_at.isoformat(),
             "expires_at": iso(k.expires_at), "revoked_at": iso(k.revoked_at)}  # fmt: skip
+
+
+def _forget(request: Request, client_id: str) -> None:
+    """This process stops trusting its cached keys of the client at once (other processes within their TTL)."""
+    authenticator: Authenticator = request.app.state.authenticator
+    authenticator.forget_client(client_id)
 
 
 def _managed(conn: Any, caller: Principal, client_id: str) -> clients.ClientRecord:
@@ -76,7 +82,7 @@ def list_keys(conn: ConnDep, caller: AdminDep, client_id: ClientId) -> Response:
 @router.post("/clients/{client_id}/keys", status_code=201, response_model=IssuedKey,
              summary="Issue a key; with rotate_grace_hours the client's other keys expire after that")  # fmt: skip
 def issue_key(
-    rt: RuntimeDep, caller: AdminDep, client_id: ClientId,
+    request: Request, rt: RuntimeDep, caller: AdminDep, client_id: ClientId,
     expires_in_days: Annotated[int | None, Query(ge=1, le=3650)] = 365,
     rotate_grace_hours: Annotated[int | None, Query(ge=0, le=24 * 90)] = None,
 ) -> Response:  # fmt: skip
@@ -89,19 +95,21 @@ def issue_key(
             retire_others_after=None if rotate_grace_hours is None else timedelta(hours=rotate_grace_hours),
         )  # fmt: skip
         audit.record_admin(conn, caller, action="issue_key", detail={**_key_view(key), "rotate": rotate_grace_hours})
+    _forget(request, client_id)  # a rotation changed the expiry of the client's other keys
     response = json({**_key_view(key), "key": full})
     response.status_code = 201
     return response
 
 
 @router.delete("/clients/{client_id}/keys/{key_id}", status_code=204, summary="Revoke a key now")
-def revoke_key(rt: RuntimeDep, caller: AdminDep, client_id: ClientId,
+def revoke_key(request: Request, rt: RuntimeDep, caller: AdminDep, client_id: ClientId,
                key_id: Annotated[str, Path(max_length=64)]) -> Response:  # fmt: skip
     with rt.db.begin() as conn:
         _managed(conn, caller, client_id)
         if not clients.revoke_key(conn, client_id=client_id, key_id=key_id, now=datetime.now(UTC)):
             raise ApiError(404, "Not found", f"no live key {key_id!r} of client {client_id!r}")
         audit.record_admin(conn, caller, action="revoke_key", detail={"client_id": client_id, "key_id": key_id})
+    _forget(request, client_id)
     return Response(status_code=204)
 
 

@@ -3,20 +3,31 @@
 Routes are thin: they check the caller's role and any explicitly named agency (403), call a query function
 that applies the caller's scope in SQL (so an unchecked route still cannot leak), write the audit log entry
 and serialize with orjson.
+
+The three hot reads (a page of facts, the change feed, summaries) are ``async`` routes that hand their whole
+store work (connection, query, audit entry, JSON body) to a worker thread in **one** hop (:func:`_read`): a
+``def`` route with a ``ConnDep`` made three (open the connection, run the route, close it), and under 50
+concurrent clients those hops cost more CPU than the query. They still declare ``response_model``, so the
+OpenAPI contract is the one the models describe, and return a pre-built ``Response`` (no re-validation).
 """
 
 from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Callable, Hashable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+import anyio
+import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
+from sqlalchemy import Connection
 
 from gateway.api import audit
+from gateway.api.cache import Cached, ResponseCache, store_version
 from gateway.api.deps import ConnDep, ReaderDep, RuntimeDep
 from gateway.api.export import FACT_COLUMNS, SUMMARY_COLUMNS, fact_rows, summary_rows, to_csv, to_xlsx
 from gateway.api.facts import BadPageToken, FactFilter, get_fact, list_changes, list_fact_json, list_facts
@@ -27,6 +38,7 @@ from gateway.runtime import Runtime
 from gateway.security import Principal
 from gateway.types import VN_TZ
 
+READ_CONCURRENCY = 10  # the most hot reads run at once per process, when the pool does not say less
 MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
 Status = Literal["assigned", "completed", "open", "on_time", "late", "exempt", "failed_review", "delayed"]
 CODE = Annotated[str | None, Query(max_length=200)]
@@ -35,6 +47,46 @@ router = APIRouter(prefix="/v1", responses=problem_responses(400, 401, 403, 422,
 
 def json(data: Any) -> Response:
     return Response(orjson.dumps(data), media_type="application/json")
+
+
+def _cached_json(body: bytes, outcome: str | None) -> Response:
+    headers = {"X-KPIGW-Cache": outcome} if outcome else None
+    return Response(body, media_type="application/json", headers=headers)
+
+
+def _cache_key(request: Request, conn: Connection, *parts: Hashable) -> tuple[ResponseCache, Hashable | None]:
+    """The app's response cache and this read's key in it (None when the cache is off); see :mod:`.cache`."""
+    cache: ResponseCache = request.app.state.response_cache
+    return cache, ((*parts, store_version(conn)) if cache.enabled else None)
+
+
+async def _read(request: Request, work: Callable[[Connection], Response]) -> Response:
+    """Run ``work`` with a store connection on a worker thread: one hop for the whole read.
+
+    At most as many reads run at once as the pool keeps connections (:func:`_read_limiter`); the others wait
+    on the event loop, which costs nothing. Without that bound, 25 concurrent requests per process took the
+    pool into overflow, and every overflow connection was opened and closed again for a single request (a
+    new PostgreSQL backend each time), while 25 threads fought over the GIL."""
+    runtime: Runtime = request.app.state.runtime
+
+    def run() -> Response:
+        with runtime.db.connect() as conn:
+            return work(conn)
+
+    return await anyio.to_thread.run_sync(run, limiter=_read_limiter(request))
+
+
+def _read_limiter(request: Request) -> anyio.CapacityLimiter:
+    """The app's bound on concurrent store reads: the pool's steady size (made on first use, inside the loop)."""
+    state = request.app.state
+    limiter: anyio.CapacityLimiter | None = getattr(state, "read_limiter", None)
+    if limiter is None:
+        runtime: Runtime = state.runtime
+        size = getattr(runtime.db.pool, "size", None)  # QueuePool.size() is a method; some pools have an int
+        size = size() if callable(size) else size
+        steady = size if isinstance(size, int) and size > 0 else READ_CONCURRENCY
+        limiter = state.read_limiter = anyio.CapacityLimiter(min(steady, READ_CONCURRENCY))
+    return limiter
 
 
 def _cap(request: Request, limit: int) -> int:
@@ -63,8 +115,8 @@ def _check_agency(principal: Principal, agency: str | None) -> None:
 
 
 @router.get("/facts", tags=["facts"], response_model=FactPage, summary="List facts (filters, keyset pages)")
-def get_facts(
-    request: Request, rt: RuntimeDep, conn: ConnDep, caller: ReaderDep,
+async def get_facts(
+    request: Request, rt: RuntimeDep, caller: ReaderDep,
     agency: CODE = None, unit: CODE = None, person: CODE = None,
     period: Annotated[str | None, Query(pattern=MONTH, description="YYYY-MM")] = None,
     product: CODE = None, source: CODE = None,
@@ -79,24 +131,42 @@ def get_facts(
         changed_since if changed_since.tzinfo else changed_since.replace(tzinfo=VN_TZ))  # fmt: skip
     filters = FactFilter(agency=agency, unit=unit, person=person, period=period, product=product, source=source,
                          status=status, state=None if state == "any" else state, changed_since=since)  # fmt: skip
-    items, next_token = list_fact_json(conn, scope=caller.scope, filters=filters, limit=_cap(request, limit),
-                                       after=after)  # fmt: skip
-    audit.record_read(conn, caller, action="read_facts", filters=filters.public(), rows=len(items))
-    return json({"items": items, "next": next_token})
+    size = _cap(request, limit)
+
+    def work(conn: Connection) -> Response:
+        cache, key = _cache_key(request, conn, "facts", tuple(caller.scope.listing()), filters, size, after)
+        hit = cache.get(key) if key is not None else None
+        if hit is None:
+            items, next_token = list_fact_json(conn, scope=caller.scope, filters=filters, limit=size, after=after)
+            hit = Cached(orjson.dumps({"items": items, "next": next_token}), len(items))
+            if key is not None:
+                cache.put(key, hit)
+            outcome = "miss"
+        else:
+            outcome = "hit"
+        audit.record_read(conn, caller, action="read_facts", filters=filters.public(), rows=hit.rows)
+        return _cached_json(hit.body, outcome if key is not None else None)
+
+    return await _read(request, work)
 
 
 @router.get("/facts/changes", tags=["facts"], response_model=ChangePage,
             summary="Change feed: inserts, updates, retractions in commit order")  # fmt: skip
-def get_changes(
-    request: Request, rt: RuntimeDep, conn: ConnDep, caller: ReaderDep,
+async def get_changes(
+    request: Request, rt: RuntimeDep, caller: ReaderDep,
     after: Annotated[str | None, Query(max_length=64, description="the `next` of the previous call")] = None,
     agency: CODE = None, limit: Annotated[int, Query(ge=1, le=1000)] = 500,
 ) -> Response:  # fmt: skip
     _check_agency(caller, agency)
-    items, token, more = list_changes(conn, scope=caller.scope, after=after, limit=_cap(request, limit), agency=agency)
-    audit.record_read(conn, caller, action="read_changes", filters={"after": after, "agency": agency},
-                      rows=len(items))  # fmt: skip
-    return json({"items": items, "next": token, "has_more": more})
+    size = _cap(request, limit)
+
+    def work(conn: Connection) -> Response:
+        items, token, more = list_changes(conn, scope=caller.scope, after=after, limit=size, agency=agency)
+        audit.record_read(conn, caller, action="read_changes", filters={"after": after, "agency": agency},
+                          rows=len(items))  # fmt: skip
+        return json({"items": items, "next": token, "has_more": more})
+
+    return await _read(request, work)
 
 
 @router.get("/facts/{fact_id}", tags=["facts"], response_model=FactDetail, responses=problem_responses(404),
@@ -127,8 +197,8 @@ def _after_group(token: str) -> list[Any]:
 
 @router.get("/summaries", tags=["summaries"], response_model=SummaryPage,
             summary="Inputs of criteria a, b, c per person, unit or agency, with a reference score")  # fmt: skip
-def get_summaries(
-    request: Request, rt: RuntimeDep, conn: ConnDep, caller: ReaderDep,
+async def get_summaries(
+    request: Request, rt: RuntimeDep, caller: ReaderDep,
     period: Annotated[str, Query(pattern=SUMMARY_PERIOD, description="YYYY-MM, YYYY-Qn or YYYY")],
     group_by: Annotated[Literal["person", "unit", "agency"], Query()] = "unit",
     agency: CODE = None, unit: CODE = None, person: CODE = None,
@@ -136,18 +206,38 @@ def get_summaries(
     after: Annotated[str | None, Query(max_length=400)] = None,
 ) -> Response:  # fmt: skip
     _check_agency(caller, agency)
+    mark = [x or "" for x in _after_group(after)] if after else None
+    size = _cap(request, limit)
+
+    def work(conn: Connection) -> Response:
+        cache, key = _cache_key(request, conn, "summaries", tuple(caller.scope.listing()), rt.mappings.current.version,
+                                group_by, period, agency, unit, person, size, after)  # fmt: skip
+        hit = cache.get(key) if key is not None else None
+        outcome = "hit"
+        if hit is None:
+            hit, outcome = _summary_page(conn, rt, caller, group_by=group_by, period=period, agency=agency, unit=unit,
+                                         person=person, mark=mark, size=size), "miss"  # fmt: skip
+            if key is not None:
+                cache.put(key, hit)
+        audit.record_read(conn, caller, action="read_summaries", rows=hit.rows, filters={
+            "period": period, "group_by": group_by, "agency": agency, "unit": unit, "person": person})  # fmt: skip
+        return _cached_json(hit.body, outcome if key is not None else None)
+
+    return await _read(request, work)
+
+
+def _summary_page(conn: Connection, rt: Runtime, caller: Principal, *, group_by: str, period: str,
+                  agency: str | None, unit: str | None, person: str | None, mark: list[Any] | None,
+                  size: int) -> Cached:  # fmt: skip
     groups = summarize(conn, scope=caller.scope, group_by=group_by, period=period, policy_for=policy_for(rt),
                        agency=agency, unit=unit, person=person)  # fmt: skip
     keys = ("agency", "unit", "person_id")
-    if after:
-        mark = [x or "" for x in _after_group(after)]
+    if mark is not None:
         groups = [g for g in groups if [g.get(k) or "" for k in keys if k in g] > mark]
-    page = groups[: _cap(request, limit)]
+    page = groups[:size]
     more = len(groups) > len(page)
     token = _group_token([page[-1].get(k) for k in keys if k in page[-1]]) if more and page else None
-    audit.record_read(conn, caller, action="read_summaries", rows=len(page), filters={
-        "period": period, "group_by": group_by, "agency": agency, "unit": unit, "person": person})  # fmt: skip
-    return json({"items": page, "next": token})
+    return Cached(orjson.dumps({"items": page, "next": token}), len(page))
 
 
 @router.get("/export", tags=["export"], summary="A unit-period's facts and summaries as CSV or XLSX",
