@@ -127,6 +127,10 @@ class Metrics:
         self.cursor_commits = Counter(
             "kpigw_offset_commits_total", "Cursor checkpoints committed", ["source", "stream"], registry=r
         )
+        self.api_cache = Counter(
+            "kpigw_api_cache_total", "Hot reads served from the response cache (hit) or the store (miss)",
+            ["route", "outcome"], registry=r,
+        )  # fmt: skip
         self.api_requests = Counter(
             "kpigw_api_requests_total", "API requests", ["route", "method", "status"], registry=r
         )

@@ -50,4 +50,6 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = 1200  # per client, unless the client has its own
     rate_limit_burst: int = 100
     max_page_size: int = 1000
+    api_key_cache_seconds: float = Field(default=10.0, ge=0)  # verified keys reused this long (CLI revocations lag)
+    api_response_cache_mb: float = Field(default=32.0, ge=0)  # per process; 0 turns the response cache off
     max_request_bytes: int = 65536

@@ -233,6 +233,10 @@ def test_response_cache_is_exact_per_scope_and_store_version(runtime: Runtime) -
     with runtime.db.connect() as conn:
         actions = [r.action for r in conn.execute(select(AUDIT.c.action).where(AUDIT.c.actor == "all"))]
     assert actions.count("read_facts") == 3 and actions.count("read_summaries") == 3  # hits are audited too
+    counted = {(route, outcome): runtime.metrics.registry.get_sample_value(
+        "kpigw_api_cache_total", {"route": route, "outcome": outcome})
+        for route in ("facts", "summaries") for outcome in ("hit", "miss")}  # fmt: skip
+    assert counted == {("facts", "hit"): 1, ("facts", "miss"): 3, ("summaries", "hit"): 1, ("summaries", "miss"): 2}
 
 
 def test_response_cache_can_be_turned_off(sqlite_runtime: Runtime) -> None:
@@ -240,6 +244,18 @@ def test_response_cache_can_be_turned_off(sqlite_runtime: Runtime) -> None:
     with serve_in_thread(create_app(sqlite_runtime, start_scheduler=False, response_cache_bytes=0)) as server:
         r = httpx.get(server.url + "/v1/facts", headers={"X-API-Key": key})
     assert r.status_code == 200 and "X-KPIGW-Cache" not in r.headers
+
+
+def test_cache_size_and_key_reuse_come_from_the_settings(sqlite_runtime: Runtime) -> None:
+    sqlite_runtime.settings = sqlite_runtime.settings.model_copy(
+        update={"api_response_cache_mb": 0, "api_key_cache_seconds": 0})  # fmt: skip
+    key = new_key(sqlite_runtime, "k", ["*"])
+    app = create_app(sqlite_runtime, start_scheduler=False)
+    assert app.state.response_cache.enabled is False
+    with serve_in_thread(app) as server:
+        r = httpx.get(server.url + "/v1/facts", headers={"X-API-Key": key})
+    assert r.status_code == 200 and "X-KPIGW-Cache" not in r.headers
+    assert Authenticator.from_settings(sqlite_runtime.settings, sqlite_runtime.db).key_ttl == 0
 
 
 def test_cache_evicts_least_recently_used_within_its_bound() -> None:

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import __version__, logs
 from gateway.api import problems, routes_admin, routes_facts, routes_ops, routes_periods
-from gateway.api.cache import DEFAULT_MAX_BYTES, ResponseCache
+from gateway.api.cache import ResponseCache
 from gateway.api.deps import AdminDep, CallerDep, ConnDep, RuntimeDep
 from gateway.api.problems import ApiError, Problem, problem, problem_responses
 from gateway.runtime import Runtime
@@ -106,9 +106,11 @@ class Observe:
 
 
 def create_app(runtime: Runtime, *, start_scheduler: bool | None = None, authenticator: Authenticator | None = None,
-               response_cache_bytes: int = DEFAULT_MAX_BYTES) -> FastAPI:  # fmt: skip
+               response_cache_bytes: int | None = None) -> FastAPI:  # fmt: skip
     """The application. ``response_cache_bytes`` bounds the per-process cache of fact pages and summaries
-    (:mod:`gateway.api.cache`; 0 turns it off)."""
+    (:mod:`gateway.api.cache`; 0 turns it off; default: ``KPIGW_API_RESPONSE_CACHE_MB``)."""
+    if response_cache_bytes is None:
+        response_cache_bytes = int(runtime.settings.api_response_cache_mb * 2**20)
     run_scheduler = runtime.settings.scheduler if start_scheduler is None else start_scheduler
     settings = runtime.settings
     auth = authenticator or Authenticator.from_settings(settings, runtime.db)

@@ -49,9 +49,13 @@ def json(data: Any) -> Response:
     return Response(orjson.dumps(data), media_type="application/json")
 
 
-def _cached_json(body: bytes, outcome: str | None) -> Response:
-    headers = {"X-KPIGW-Cache": outcome} if outcome else None
-    return Response(body, media_type="application/json", headers=headers)
+def _cached_json(request: Request, route: str, body: bytes, outcome: str | None) -> Response:
+    """The response, its ``X-KPIGW-Cache`` header and the ``kpigw_api_cache_total`` count (when the cache is on)."""
+    if not outcome:
+        return Response(body, media_type="application/json")
+    runtime: Runtime = request.app.state.runtime
+    runtime.metrics.api_cache.labels(route, outcome).inc()
+    return Response(body, media_type="application/json", headers={"X-KPIGW-Cache": outcome})
 
 
 def _cache_key(request: Request, conn: Connection, *parts: Hashable) -> tuple[ResponseCache, Hashable | None]:
@@ -145,7 +149,7 @@ async def get_facts(
         else:
             outcome = "hit"
         audit.record_read(conn, caller, action="read_facts", filters=filters.public(), rows=hit.rows)
-        return _cached_json(hit.body, outcome if key is not None else None)
+        return _cached_json(request, "facts", hit.body, outcome if key is not None else None)
 
     return await _read(request, work)
 
@@ -221,7 +225,7 @@ async def get_summaries(
                 cache.put(key, hit)
         audit.record_read(conn, caller, action="read_summaries", rows=hit.rows, filters={
             "period": period, "group_by": group_by, "agency": agency, "unit": unit, "person": person})  # fmt: skip
-        return _cached_json(hit.body, outcome if key is not None else None)
+        return _cached_json(request, "summaries", hit.body, outcome if key is not None else None)
 
     return await _read(request, work)
 

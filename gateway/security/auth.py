@@ -72,7 +72,7 @@ class Authenticator:
             oidc = OidcVerifier(issuer=settings.oidc_issuer, jwks_url=settings.oidc_jwks_url,
                                 audience=settings.oidc_audience, agencies_claim=settings.oidc_agencies_claim,
                                 roles_claim=settings.oidc_roles_claim)  # fmt: skip
-        return cls(db=db, open_mode=settings.auth_mode == "open", oidc=oidc)
+        return cls(db=db, open_mode=settings.auth_mode == "open", oidc=oidc, key_ttl=settings.api_key_cache_seconds)
 
     def authenticate(self, *, authorization: str | None, api_key: str | None) -> Principal:
         """The caller, asking the store (or the OIDC issuer's keys) when the cache cannot decide."""
