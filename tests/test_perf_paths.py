@@ -3,7 +3,8 @@
 - driver-level inserts (:mod:`gateway.store._upsert`) write the same raw column values as SQLAlchemy's
   statements, timestamps included, on SQLite and PostgreSQL;
 - the date parser's positional fast path gives what the regex + groupdict path gave;
-- fetching one page ahead on a worker thread yields the same pages and surfaces a fetch error unchanged.
+- fetching one page ahead on a worker thread yields the same pages and surfaces a fetch error unchanged;
+- on PostgreSQL the engine refreshes the statistics of the tables a backfill grows.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from hypothesis import given, settings
@@ -210,3 +212,39 @@ def test_date_fast_path_reads_what_the_regex_reads(moment: datetime) -> None:
             text_value = moment.strftime(strptime_pattern(fmt))
             assert parse(text_value) == parse(f" {text_value} ")
             assert parse(text_value).utcoffset() == timedelta(hours=7)
+
+
+def test_postgresql_statistics_refresh_as_this_process_doubles_its_inserts(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A first backfill must not run on the empty tables' statistics (see SyncEngine._refresh_statistics)."""
+    import time
+
+    from gateway.metrics import Metrics
+    from gateway.sync.engine import SyncEngine
+    from tests.conftest import empty_store
+
+    engine = make_engine(empty_store("postgresql", request, tmp_path))
+    migrate(engine)
+    sync = SyncEngine(engine=engine, valuer=lambda: cast(Any, None), metrics=Metrics())
+
+    def analyzed() -> int:
+        with engine.connect() as conn:
+            return int(conn.exec_driver_sql(
+                "SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'fact'").scalar_one())  # fmt: skip
+
+    def settles_at(expected: int) -> int:
+        deadline = time.monotonic() + 5  # statistics reach other sessions shortly after the ANALYZE
+        while analyzed() != expected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return analyzed()
+
+    sync._refresh_statistics(4_999)
+    assert settles_at(0) == 0
+    sync._refresh_statistics(1)  # 5,000 inserted: the first refresh
+    assert settles_at(1) == 1
+    sync._refresh_statistics(4_999)  # the next one comes at twice as many
+    assert settles_at(1) == 1
+    sync._refresh_statistics(1)
+    assert settles_at(2) == 2
+    engine.dispose()

@@ -92,6 +92,7 @@ class RunReport:
 
 
 _DONE: Any = object()
+_FIRST_ANALYZE = 5_000  # facts inserted by this process before its first ANALYZE (PostgreSQL)
 T = TypeVar("T")
 
 
@@ -166,6 +167,8 @@ class SyncEngine:
         self._failpoints = failpoints or Failpoints()
         self._running: set[str] = set()
         self._guard = threading.Lock()
+        self._inserted = 0  # facts this process inserted (PostgreSQL: drives :meth:`_refresh_statistics`)
+        self._analyze_at = _FIRST_ANALYZE
 
     def run(self, connector: Connector, *, streams: Sequence[str] | None = None, trigger: str = "manual",
             should_continue: Callable[[], bool] | None = None) -> RunReport:
@@ -370,6 +373,29 @@ class SyncEngine:
             )
             self._failpoints.hit("before_commit")
         self._count(source, stream, work, written, report)
+        self._refresh_statistics(written.inserted)
+
+    def _refresh_statistics(self, inserted: int) -> None:
+        """PostgreSQL: ANALYZE the tables a sync grows, each time this process has doubled what it inserted.
+
+        A first backfill into empty tables outruns autovacuum's analyze (and some servers run without it):
+        planned on the statistics of an empty table, the per-page lookups of existing facts filtered every fact
+        of the source instead of using the record-key index, and a 30,000-record sync spent 34 of its 42 s
+        there. Doubling keeps it to a few ANALYZE runs per backfill, each a sample, with locks that block no
+        reads or writes.
+        """
+        if self._db.dialect.name != "postgresql" or not inserted:
+            return
+        with self._guard:
+            self._inserted += inserted
+            if self._inserted < self._analyze_at:
+                return
+            self._analyze_at = self._inserted * 2
+        started = time.perf_counter()
+        with self._db.begin() as conn:
+            conn.exec_driver_sql("ANALYZE fact, fact_change")  # the tables the per-page plans and the API read
+        log.info("store statistics refreshed",
+                 extra={"facts_inserted": self._inserted, "seconds": round(time.perf_counter() - started, 3)})
 
     def _count(self, source: str, stream: str, work: _PageWork, written: fact_store.FactWriteResult,
                report: StreamReport) -> None:  # fmt: skip
