@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,7 +54,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         connector = runtime.connector(args.source)
         try:
             report = run_leased(engine=runtime.sync, db=runtime.db, connector=connector, trigger="manual",
-                                holder=f"cli:{runtime.settings.replica_id}", streams=args.stream or None,
+                                holder=f"cli:{runtime.settings.replica_id}:{os.getpid()}", streams=args.stream or None,
                                 lease_seconds=runtime.settings.lease_seconds, wait_for_lease=args.wait)  # fmt: skip
         finally:
             connector.close()

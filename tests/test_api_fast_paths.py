@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -267,3 +268,36 @@ def test_cache_evicts_least_recently_used_within_its_bound() -> None:
     assert cache.get(1) is None and cache.get(0) is not None and cache.get(8) is not None
     cache.put("huge", Cached(b"z" * 101, 1))  # over an eighth of the bound: never cached
     assert cache.get("huge") is None and (cache.hits, cache.misses) == (3, 2)
+
+
+def test_a_lookup_racing_a_revocation_does_not_cache_the_revoked_key(
+    sqlite_runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lookup reads the key (still live), then the admin revokes it and forgets the client, then the lookup
+    would cache what it read: it must not, or the revoked key would pass for ``key_ttl`` more seconds."""
+    db = sqlite_runtime.db
+    with db.begin() as conn:
+        clients.create_client(conn, client_id="c1", name="c1", agencies=["A"], roles=["read_facts"],
+                              rate_per_minute=None, now=NOW)  # fmt: skip
+        record, secret = clients.issue_key(conn, client_id="c1", now=NOW)
+    auth = Authenticator(db=db)
+    looked_up, revoked = threading.Event(), threading.Event()
+    remember = Authenticator._remember
+
+    def slow_remember(self: Authenticator, *args: Any) -> None:
+        looked_up.set()
+        revoked.wait(5)
+        remember(self, *args)
+
+    monkeypatch.setattr(Authenticator, "_remember", slow_remember)
+    lookup = threading.Thread(target=lambda: auth.authenticate(authorization=None, api_key=secret))
+    lookup.start()
+    assert looked_up.wait(5)
+    with db.begin() as conn:  # what the admin route does
+        assert clients.revoke_key(conn, client_id="c1", key_id=record.key_id, now=datetime.now(UTC))
+    auth.forget_client("c1")
+    revoked.set()
+    lookup.join()
+    assert auth.authenticate_cached(authorization=None, api_key=secret) is None  # not cached: the store decides
+    with pytest.raises(Unauthorized):
+        auth.authenticate(authorization=None, api_key=secret)

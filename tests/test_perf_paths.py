@@ -157,8 +157,9 @@ def test_date_parser_fields(fmt: str, value: str, end_of_day: bool) -> None:
 
 def test_date_parser_rejects_what_it_rejected() -> None:
     parse = date_parser("dd/MM/yyyy HH:mm:ss")
-    for bad in ("2025-09-01 07:05:09", "01/09/2025", "31/02/2025 00:00:00", "01/09/2025 07:05:0x"):
-        with pytest.raises(ValueError, match=r"date format|day is out of range"):
+    for bad in ("2025-09-01 07:05:09", "01/09/2025", "31/02/2025 00:00:00", "01/09/2025 07:05:0x",
+                "05/09/2025 24:00:00"):  # fmt: skip
+        with pytest.raises(ValueError, match=r"date format|day is out of range|hour must be in"):
             parse(bad)
     assert parse(None) is None and parse("") is None
 
@@ -247,4 +248,42 @@ def test_postgresql_statistics_refresh_as_this_process_doubles_its_inserts(
     assert settles_at(1) == 1
     sync._refresh_statistics(1)
     assert settles_at(2) == 2
+    engine.dispose()
+
+
+def test_a_failed_statistics_refresh_does_not_fail_the_sync(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """Another session holds a lock ANALYZE needs (a VACUUM, an index build): the refresh gives up quietly."""
+    import psycopg
+
+    from gateway.metrics import Metrics
+    from gateway.sync.engine import SyncEngine
+    from tests.conftest import empty_store
+
+    url = empty_store("postgresql", request, tmp_path)
+    engine = make_engine(url)
+    migrate(engine)
+    sync = SyncEngine(engine=engine, valuer=lambda: cast(Any, None), metrics=Metrics())
+    with psycopg.connect(url) as blocker:
+        blocker.execute("LOCK TABLE fact IN SHARE UPDATE EXCLUSIVE MODE")  # what VACUUM or ANALYZE hold
+        sync._refresh_statistics(10_000)  # waits at most the lock timeout, then logs and returns
+    engine.dispose()
+
+
+def test_sqlite_chunks_follow_the_linked_librarys_variable_limit(tmp_path: Path) -> None:
+    """Some SQLite builds allow 999 variables per statement, or fewer: the chunks shrink to fit."""
+    import sqlite3
+
+    from gateway.store.records import WORK
+
+    engine = make_engine(f"sqlite:///{tmp_path}/limit.db")
+    migrate(engine)
+    cols = ("source", "stream", "record_key", "item_key", "kind", "agency", "unit", "content_hash", "body",
+            "match_status", "problems", "updated_at")  # fmt: skip
+    with engine.begin() as conn:
+        conn.connection.driver_connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 100)  # type: ignore[union-attr]
+        stamp = db_timestamp(conn, datetime(2026, 3, 1, tzinfo=UTC))
+        rows = [("s", "st", f"k{i}", f"i{i}", "task", "A", None, "h", "{}", "mapped", None, stamp) for i in range(60)]
+        fast_upsert(conn, WORK, cols, rows, conflict=cols[:3], update=cols[3:])  # 8 rows (96 variables) a chunk
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM work_item").scalar_one() == 60
     engine.dispose()

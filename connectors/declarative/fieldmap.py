@@ -110,6 +110,8 @@ def _iso_rewriter(pattern: str, *, end_of_day: bool) -> Callable[[str], str | No
             i += len(token)
     if not {"yyyy", "MM", "dd"} <= starts.keys() or ("HH" in starts) != ("mm" in starts) or not separators:
         return None
+    if "ss" in starts and "HH" not in starts:
+        return None
     width = len(pattern)
     positions = [pos for pos, _ in separators]
     check = operator.itemgetter(*positions)
@@ -128,7 +130,7 @@ def _iso_rewriter(pattern: str, *, end_of_day: bool) -> Callable[[str], str | No
     if ss is None:
 
         def rewrite_minutes(text: str) -> str | None:
-            if len(text) != width or check(text) != expected:
+            if len(text) != width or check(text) != expected or text[hh : hh + 2] == "24":
                 return None
             return (
                 f"{text[y : y + 4]}-{text[m : m + 2]}-{text[d : d + 2]}T{text[hh : hh + 2]}:{text[mi : mi + 2]}+07:00"
@@ -137,7 +139,8 @@ def _iso_rewriter(pattern: str, *, end_of_day: bool) -> Callable[[str], str | No
         return rewrite_minutes
 
     def rewrite(text: str) -> str | None:
-        if len(text) != width or check(text) != expected:
+        # hour 24: newer Pythons' fromisoformat reads it as the next midnight; the regex refuses it, as before
+        if len(text) != width or check(text) != expected or text[hh : hh + 2] == "24":
             return None
         return (
             f"{text[y : y + 4]}-{text[m : m + 2]}-{text[d : d + 2]}"

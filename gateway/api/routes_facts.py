@@ -34,6 +34,7 @@ from gateway.api.facts import BadPageToken, FactFilter, get_fact, list_changes, 
 from gateway.api.problems import ApiError, problem_responses
 from gateway.api.schemas import ChangePage, FactDetail, FactPage, SummaryPage
 from gateway.api.summaries import SUMMARY_PERIOD, policy_summary, summarize
+from gateway.mapping.mappingset import MappingSet
 from gateway.runtime import Runtime
 from gateway.security import Principal
 from gateway.types import VN_TZ
@@ -109,8 +110,9 @@ def _rule(runtime: Runtime) -> Any:
     return find
 
 
-def policy_for(runtime: Runtime) -> Any:
-    return lambda agency: policy_summary(runtime.mappings.current.policy_for(agency))
+def policy_for(mappings: MappingSet) -> Any:
+    """Current policies of one mapping set: a summary never mixes two sets when the mappings reload meanwhile."""
+    return lambda agency: policy_summary(mappings.policy_for(agency))
 
 
 def _check_agency(principal: Principal, agency: str | None) -> None:
@@ -214,13 +216,14 @@ async def get_summaries(
     size = _cap(request, limit)
 
     def work(conn: Connection) -> Response:
-        cache, key = _cache_key(request, conn, "summaries", tuple(caller.scope.listing()), rt.mappings.current.version,
+        mappings = rt.mappings.current  # once: the cache key and the computation must name the same set
+        cache, key = _cache_key(request, conn, "summaries", tuple(caller.scope.listing()), mappings.version,
                                 group_by, period, agency, unit, person, size, after)  # fmt: skip
         hit = cache.get(key) if key is not None else None
         outcome = "hit"
         if hit is None:
-            hit, outcome = _summary_page(conn, rt, caller, group_by=group_by, period=period, agency=agency, unit=unit,
-                                         person=person, mark=mark, size=size), "miss"  # fmt: skip
+            hit, outcome = _summary_page(conn, mappings, caller, group_by=group_by, period=period, agency=agency,
+                                         unit=unit, person=person, mark=mark, size=size), "miss"  # fmt: skip
             if key is not None:
                 cache.put(key, hit)
         audit.record_read(conn, caller, action="read_summaries", rows=hit.rows, filters={
@@ -230,10 +233,10 @@ async def get_summaries(
     return await _read(request, work)
 
 
-def _summary_page(conn: Connection, rt: Runtime, caller: Principal, *, group_by: str, period: str,
+def _summary_page(conn: Connection, mappings: MappingSet, caller: Principal, *, group_by: str, period: str,
                   agency: str | None, unit: str | None, person: str | None, mark: list[Any] | None,
                   size: int) -> Cached:  # fmt: skip
-    groups = summarize(conn, scope=caller.scope, group_by=group_by, period=period, policy_for=policy_for(rt),
+    groups = summarize(conn, scope=caller.scope, group_by=group_by, period=period, policy_for=policy_for(mappings),
                        agency=agency, unit=unit, person=person)  # fmt: skip
     keys = ("agency", "unit", "person_id")
     if mark is not None:
@@ -268,9 +271,10 @@ def export(
             facts.extend(page)
             if after is None:
                 break
-    people = summarize(conn, scope=caller.scope, group_by="person", period=period, policy_for=policy_for(rt),
+    current = policy_for(rt.mappings.current)
+    people = summarize(conn, scope=caller.scope, group_by="person", period=period, policy_for=current,
                        agency=agency, unit=unit)  # fmt: skip
-    total = summarize(conn, scope=caller.scope, group_by="unit", period=period, policy_for=policy_for(rt),
+    total = summarize(conn, scope=caller.scope, group_by="unit", period=period, policy_for=current,
                       agency=agency, unit=unit)  # fmt: skip
     audit.record_read(conn, caller, action="export", rows=len(facts), filters={
         "agency": agency, "unit": unit, "period": period, "format": format, "table": table})  # fmt: skip

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -130,7 +131,8 @@ def _backfill(rt: Any, args: argparse.Namespace) -> int:
     connector = rt.connector(args.source)
     try:
         report = run_backfill(engine=rt.sync, db=rt.db, connector=connector, start=start, end=end,
-                              holder=f"backfill:{rt.settings.replica_id}", lease_seconds=rt.settings.lease_seconds,
+                              holder=f"backfill:{rt.settings.replica_id}:{os.getpid()}",
+                              lease_seconds=rt.settings.lease_seconds,
                               progress=None if args.no_progress else TqdmProgress(start, end, file=sys.stderr))
     finally:
         connector.close()

@@ -60,6 +60,7 @@ class Authenticator:
         self._monotonic = monotonic
         self._keys: dict[str, _CachedKey] = {}
         self._lock = threading.Lock()
+        self._generation = 0  # bumped by forget_client: a lookup that started before a forget caches nothing
 
     @classmethod
     def from_settings(cls, settings: Settings, db: Engine) -> Authenticator:
@@ -111,12 +112,14 @@ class Authenticator:
     def forget_client(self, client_id: str) -> None:
         """Drop the cached keys of ``client_id``: its keys, roles, agencies or state changed here."""
         with self._lock:
+            self._generation += 1
             for key_id in [k for k, v in self._keys.items() if v.principal.client_id == client_id]:
                 del self._keys[key_id]
 
     def _key_principal(self, key_id: str, secret: str) -> Principal:
         from gateway.store.clients import find_key  # the store imports key hashing from this package
 
+        generation = self._generation  # read before the store: see _remember
         with self.db.connect() as conn:
             found = find_key(conn, key_id)
         if found is None or not secret_matches(secret, found[0].secret_hash):
@@ -129,14 +132,19 @@ class Authenticator:
         roles = frozenset(r for r in client.roles if r in ROLES)
         principal = Principal(client_id=client.id, roles=roles, scope=Scope.of(client.agencies), via="key",
                               rate_per_minute=client.rate_per_minute)  # fmt: skip
-        self._remember(key_id, key.secret_hash, key.expires_at, principal)
+        self._remember(key_id, key.secret_hash, key.expires_at, principal, generation)
         return principal
 
-    def _remember(self, key_id: str, secret_hash: str, expires_at: datetime | None, principal: Principal) -> None:
+    def _remember(self, key_id: str, secret_hash: str, expires_at: datetime | None, principal: Principal,
+                  generation: int) -> None:  # fmt: skip
+        """Cache a verified key, unless a client was forgotten since its lookup began: that lookup may have read
+        the key before a revocation committed, and caching it would undo the revocation for ``key_ttl``."""
         if self.key_ttl <= 0:
             return
         entry = _CachedKey(secret_hash, expires_at, principal, self._monotonic() + self.key_ttl)
         with self._lock:
+            if generation != self._generation:
+                return
             if len(self._keys) >= _MAX_CACHED_KEYS:
                 self._keys.clear()
             self._keys[key_id] = entry

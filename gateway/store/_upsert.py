@@ -92,7 +92,8 @@ def _send(
     # then holds the GIL for a whole switch interval each time, so a page's inserts crawled. One step per
     # chunk also binds all values in one call.
     row_marks = "(" + ", ".join(["?"] * len(columns)) + ")"
-    per_chunk = max(1, min(_SQLITE_ROWS_PER_STATEMENT, _SQLITE_MAX_VARIABLES // len(columns)))
+    variables = conn.connection.driver_connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)  # type: ignore[union-attr]
+    per_chunk = max(1, min(_SQLITE_ROWS_PER_STATEMENT, variables // len(columns)))
     for start in range(0, len(rows), per_chunk):
         chunk = rows[start : start + per_chunk]
         values = ", ".join([row_marks] * len(chunk))
@@ -100,8 +101,7 @@ def _send(
         conn.exec_driver_sql(f"INSERT INTO {table} ({names}) VALUES {values}{tail}", tuple(flat))  # noqa: S608
 
 
-_SQLITE_ROWS_PER_STATEMENT = 250
-_SQLITE_MAX_VARIABLES = 32_766 if sqlite3.sqlite_version_info >= (3, 32) else 999
+_SQLITE_ROWS_PER_STATEMENT = 250  # the variable limit of the linked SQLite (999 on some builds) may lower it
 
 
 def fast_upsert(
