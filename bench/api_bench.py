@@ -110,7 +110,13 @@ def app_factory() -> object:
     from gateway.settings import Settings
 
     cache_bytes = int(os.environ.get("KPIGW_BENCH_RESPONSE_CACHE_BYTES", DEFAULT_MAX_BYTES))
-    return create_app(build_runtime(Settings(scheduler=False)), start_scheduler=False, response_cache_bytes=cache_bytes)
+    runtime = build_runtime(Settings(scheduler=False))
+    app = create_app(runtime, start_scheduler=False, response_cache_bytes=cache_bytes)
+    if runtime.settings.gc_tuning:  # as `kpigw serve` does
+        from gateway.gctune import tune_for_service
+
+        tune_for_service()
+    return app
 
 
 def serve_one(port: int) -> None:

@@ -106,6 +106,10 @@ def main() -> None:
     empty_sources.mkdir()
     runtime = build_runtime(Settings(database_url=url, sources_dir=empty_sources, scheduler=False),
                             metrics=Metrics())
+    if runtime.settings.gc_tuning:  # as `kpigw serve` and `kpigw sync` do
+        from gateway.gctune import tune_for_service
+
+        tune_for_service()
     server = None
     try:
         if args.source == "rest":

@@ -39,8 +39,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     runtime = _runtime(args)
     try:
-        uvicorn.run(create_app(runtime), host=args.host or runtime.settings.host,
-                    port=args.port or runtime.settings.port, log_level="warning")
+        app = create_app(runtime)
+        if runtime.settings.gc_tuning:
+            from gateway.gctune import tune_for_service
+
+            tune_for_service()
+        uvicorn.run(app, host=args.host or runtime.settings.host, port=args.port or runtime.settings.port,
+                    log_level="warning")  # fmt: skip
     finally:
         runtime.close()
     return 0
@@ -50,6 +55,10 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from gateway.sync.scheduler import run_leased
 
     runtime = _runtime(args)
+    if runtime.settings.gc_tuning:
+        from gateway.gctune import tune_for_service
+
+        tune_for_service()
     try:
         connector = runtime.connector(args.source)
         try:

@@ -104,7 +104,12 @@ def run_demo(*, port: int, host: str = "127.0.0.1", database: Path, advance_ever
         threading.Thread(target=advance_clock, name="demo-clock", daemon=True).start()
         print(f"KPI gateway demo on http://{host}:{port}  (facts: /v1/facts, docs: /docs, metrics: /metrics)",
               flush=True)
-        uvicorn.run(create_app(runtime), host=host, port=port, log_level="warning")
+        app = create_app(runtime)
+        if runtime.settings.gc_tuning:
+            from gateway.gctune import tune_for_service
+
+            tune_for_service()
+        uvicorn.run(app, host=host, port=port, log_level="warning")
         stop.set()
     finally:
         runtime.close()

@@ -27,6 +27,8 @@ from gateway.standins.server import RunningServer, serve_in_thread
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_BASE = os.environ.get("KPIGW_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+# Commands run in-process (main([... "sync" ...])) must not freeze the test runner's heap (gateway/gctune.py).
+os.environ.setdefault("KPIGW_GC_TUNING", "false")
 
 
 def _pg_reachable() -> str | None:

@@ -1,0 +1,29 @@
+"""The service processes' garbage-collector settings (gateway/gctune.py), checked in a child interpreter."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from gateway.settings import Settings
+
+
+def test_tune_for_service_freezes_start_up_objects_and_raises_the_young_threshold() -> None:
+    code = (
+        "import gc, json; from gateway.gctune import tune_for_service, YOUNG_THRESHOLD;"
+        "before = gc.get_threshold(); tune_for_service();"
+        "print(json.dumps([before, gc.get_threshold(), gc.get_freeze_count(), YOUNG_THRESHOLD]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    before, after, frozen, young = json.loads(out)
+    assert before == [700, 10, 10] and after == [young, 10, 10] and frozen > 1_000
+
+
+def test_it_is_on_unless_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KPIGW_GC_TUNING")  # the test suite turns it off for in-process commands (conftest)
+    assert Settings().gc_tuning is True
+    monkeypatch.setenv("KPIGW_GC_TUNING", "false")
+    assert Settings().gc_tuning is False
