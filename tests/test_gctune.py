@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -27,3 +28,15 @@ def test_it_is_on_unless_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings().gc_tuning is True
     monkeypatch.setenv("KPIGW_GC_TUNING", "false")
     assert Settings().gc_tuning is False
+
+
+def test_a_replaced_mapping_set_is_freed_without_the_cycle_collector() -> None:
+    """Frozen objects are never collected when they form cycles: the set in force at start-up is frozen, so a
+    reload must free it by reference counting alone (no cycles), or every reload would leak a set."""
+    code = (
+        "import gc, weakref; from pathlib import Path; from gateway.mapping.mappingset import load_mappings;"
+        "gc.disable(); ms = load_mappings(Path('mappings')); ref = weakref.ref(ms); del ms; print(ref() is None)"
+    )
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root).stdout
+    assert out.strip() == "True"
