@@ -27,6 +27,7 @@ from gateway.api.deps import AdminDep, CallerDep, ConnDep, RuntimeDep
 from gateway.api.problems import ApiError, Problem, problem, problem_responses
 from gateway.runtime import Runtime
 from gateway.security import Authenticator, RateLimiter
+from gateway.security.shared_rate import SharedCounts
 from gateway.store import records as rec_store
 from gateway.store.db import schema_version
 
@@ -121,9 +122,13 @@ def create_app(runtime: Runtime, *, start_scheduler: bool | None = None, authent
             log.warning(SANDBOX_WARNING)
         if run_scheduler and runtime.scheduler is None:
             runtime.start_scheduler()
+        if shared is not None:
+            shared.start()
         try:
             yield
         finally:
+            if shared is not None:
+                shared.stop()
             if runtime.scheduler is not None:
                 runtime.scheduler.stop(wait=False)
                 runtime.scheduler = None
@@ -140,7 +145,10 @@ def create_app(runtime: Runtime, *, start_scheduler: bool | None = None, authent
     app.state.runtime = runtime
     app.state.authenticator = auth
     app.state.response_cache = ResponseCache(max_bytes=response_cache_bytes)
-    app.state.rate_limiter = RateLimiter(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst)
+    # Replicas share a PostgreSQL store: their request counts are summed there. A SQLite store has one process.
+    shared = SharedCounts(runtime.db) if runtime.db.dialect.name == "postgresql" else None
+    app.state.rate_limiter = RateLimiter(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst,
+                                         shared=shared)  # fmt: skip
     problems.install(app)
     app.add_middleware(RequestLimits, max_body=settings.max_request_bytes)
 

@@ -306,3 +306,12 @@ class SourceControl(SQLModel, table=True):
     updated_by: str | None = None
     updated_at: datetime = _ts()
     trigger_requested_at: datetime | None = _ts(nullable=True)
+
+
+class RateWindow(SQLModel, table=True):
+    """Requests per API client and minute, summed over every replica (:mod:`gateway.security.shared_rate`)."""
+
+    __tablename__ = "rate_window"
+    client_id: str = Field(primary_key=True)
+    minute: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))  # since the epoch
+    count: int = 0
