@@ -93,6 +93,7 @@ class SharedCounts:
 
     def start(self) -> None:
         if self._thread is None:
+            self._stop.clear()  # an app started again after a stop (tests, a reloading server)
             self._thread = threading.Thread(target=self._run, name="kpigw-rate-flush", daemon=True)
             self._thread.start()
 
