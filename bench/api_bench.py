@@ -106,16 +106,14 @@ def app_factory() -> object:
     """uvicorn ``--factory`` entry for the worker processes (settings from the environment)."""
     from gateway.api import create_app
     from gateway.api.cache import DEFAULT_MAX_BYTES
+    from gateway.gctune import tune_for_service
     from gateway.runtime import build_runtime
     from gateway.settings import Settings
 
     cache_bytes = int(os.environ.get("KPIGW_BENCH_RESPONSE_CACHE_BYTES", DEFAULT_MAX_BYTES))
     runtime = build_runtime(Settings(scheduler=False))
     app = create_app(runtime, start_scheduler=False, response_cache_bytes=cache_bytes)
-    if runtime.settings.gc_tuning:  # as `kpigw serve` does
-        from gateway.gctune import tune_for_service
-
-        tune_for_service()
+    tune_for_service(runtime.settings)  # as `kpigw serve` does
     return app
 
 

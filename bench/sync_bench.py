@@ -84,6 +84,7 @@ def main() -> None:
 
     from sqlalchemy import text
 
+    from gateway.gctune import tune_for_service
     from gateway.metrics import Metrics
     from gateway.runtime import build_runtime
     from gateway.settings import Settings
@@ -106,10 +107,7 @@ def main() -> None:
     empty_sources.mkdir()
     runtime = build_runtime(Settings(database_url=url, sources_dir=empty_sources, scheduler=False),
                             metrics=Metrics())
-    if runtime.settings.gc_tuning:  # as `kpigw serve` and `kpigw sync` do
-        from gateway.gctune import tune_for_service
-
-        tune_for_service()
+    tune_for_service(runtime.settings)  # as `kpigw serve` and `kpigw sync` do
     server = None
     try:
         if args.source == "rest":

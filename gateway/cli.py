@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import GatewayError
+from gateway.gctune import tune_for_service
 
 
 def _runtime(args: argparse.Namespace) -> Any:
@@ -40,10 +41,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     runtime = _runtime(args)
     try:
         app = create_app(runtime)
-        if runtime.settings.gc_tuning:
-            from gateway.gctune import tune_for_service
-
-            tune_for_service()
+        tune_for_service(runtime.settings)
         uvicorn.run(app, host=args.host or runtime.settings.host, port=args.port or runtime.settings.port,
                     log_level="warning")  # fmt: skip
     finally:
@@ -55,10 +53,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from gateway.sync.scheduler import run_leased
 
     runtime = _runtime(args)
-    if runtime.settings.gc_tuning:
-        from gateway.gctune import tune_for_service
-
-        tune_for_service()
+    tune_for_service(runtime.settings)
     try:
         connector = runtime.connector(args.source)
         try:

@@ -71,6 +71,7 @@ def run_demo(*, port: int, host: str = "127.0.0.1", database: Path, advance_ever
     import uvicorn
 
     from gateway.api import create_app
+    from gateway.gctune import tune_for_service
     from gateway.runtime import build_runtime
     from gateway.settings import Settings
 
@@ -105,10 +106,7 @@ def run_demo(*, port: int, host: str = "127.0.0.1", database: Path, advance_ever
         print(f"KPI gateway demo on http://{host}:{port}  (facts: /v1/facts, docs: /docs, metrics: /metrics)",
               flush=True)
         app = create_app(runtime)
-        if runtime.settings.gc_tuning:
-            from gateway.gctune import tune_for_service
-
-            tune_for_service()
+        tune_for_service(runtime.settings)
         uvicorn.run(app, host=host, port=port, log_level="warning")
         stop.set()
     finally:

@@ -19,13 +19,19 @@ percent. A sync allocates the same way (records, work items, facts): ``bench/syn
 from __future__ import annotations
 
 import gc
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
 
 YOUNG_THRESHOLD = 10_000  # CPython's default is 700
 OLDER_THRESHOLDS = (10, 10)  # the defaults
 
 
-def tune_for_service() -> None:
-    """Call once, after start-up built the long-lived objects and before serving."""
+def tune_for_service(settings: Settings) -> None:
+    """Call once, after start-up built the long-lived objects and before serving (unless ``gc_tuning`` is off)."""
+    if not settings.gc_tuning:
+        return
     gc.collect()
     gc.freeze()
     gc.set_threshold(YOUNG_THRESHOLD, *OLDER_THRESHOLDS)

@@ -52,5 +52,5 @@ class Settings(BaseSettings):
     max_page_size: int = 1000
     api_key_cache_seconds: float = Field(default=10.0, ge=0)  # verified keys reused this long (CLI revocations lag)
     api_response_cache_mb: float = Field(default=32.0, ge=0)  # per process; 0 turns the response cache off
-    gc_tuning: bool = True  # kpigw serve / demo: freeze start-up objects, rarer young collections (gctune)
+    gc_tuning: bool = True  # serve, sync, demo: freeze start-up objects, rarer young collections (gctune)
     max_request_bytes: int = 65536

@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 
 import pytest
 import yaml
+from sqlalchemy import Engine
 
 from gateway.metrics import Metrics
 from gateway.retry import RetryPolicy
@@ -24,6 +25,7 @@ from gateway.runtime import Runtime, build_runtime
 from gateway.settings import Settings
 from gateway.standins.eoffice import EOfficeState, create_eoffice_app
 from gateway.standins.server import RunningServer, serve_in_thread
+from gateway.store.db import make_engine, migrate
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_BASE = os.environ.get("KPIGW_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -80,6 +82,15 @@ def empty_store(backend: str, request: pytest.FixtureRequest, tmp_path: Path) ->
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Each test using this runs on SQLite and, when reachable, on PostgreSQL (an empty schema each time)."""
     return empty_store(request.param, request, tmp_path)
+
+
+@pytest.fixture
+def db(store_url: str) -> Iterator[Engine]:
+    """A migrated, empty store on each backend of ``store_url``."""
+    engine = make_engine(store_url)
+    migrate(engine)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture

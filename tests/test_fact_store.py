@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
-import pytest
 from sqlalchemy import Engine
 
-from gateway.store import make_engine, migrate
 from gateway.store.facts import write_facts
 from gateway.types import Fact, Role
 from tests.spine_support import count, rows
@@ -27,14 +24,6 @@ def _fact(person: str = "P0001", role: Role = Role.LEAD, **changes: object) -> F
         record_key="42", lineage={"raw": {"content_hash": "a"}},
     )  # fmt: skip
     return replace(base, **changes)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def db(store_url: str) -> Iterator[Engine]:
-    engine = make_engine(store_url)
-    migrate(engine)
-    yield engine
-    engine.dispose()
 
 
 def _write(db: Engine, origins: list[tuple[str, str, str]], facts: list[Fact]):  # type: ignore[no-untyped-def]

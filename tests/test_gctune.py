@@ -15,7 +15,8 @@ from gateway.settings import Settings
 def test_tune_for_service_freezes_start_up_objects_and_raises_the_young_threshold() -> None:
     code = (
         "import gc, json; from gateway.gctune import tune_for_service, YOUNG_THRESHOLD;"
-        "before = gc.get_threshold(); tune_for_service();"
+        "from gateway.settings import Settings; tune_for_service(Settings(gc_tuning=False));"
+        "before = gc.get_threshold(); assert gc.get_freeze_count() == 0; tune_for_service(Settings(gc_tuning=True));"
         "print(json.dumps([before, gc.get_threshold(), gc.get_freeze_count(), YOUNG_THRESHOLD]))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -33,14 +33,6 @@ from gateway.types import VN_TZ
 ICT = timezone(timedelta(hours=7))
 
 
-@pytest.fixture
-def db(store_url: str) -> Iterator[Engine]:
-    engine = make_engine(store_url)
-    migrate(engine)
-    yield engine
-    engine.dispose()
-
-
 def _raw(conn: Connection, table: str, order: str) -> list[tuple[Any, ...]]:
     """Rows as the driver returns them (no SQLAlchemy result processing), minus the surrogate id."""
     return [tuple(r)[1:] for r in conn.exec_driver_sql(f"SELECT * FROM {table} ORDER BY {order}")]

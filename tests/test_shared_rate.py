@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,17 +10,8 @@ from sqlalchemy import Engine
 from gateway.security import RateLimiter
 from gateway.security.errors import RateLimited
 from gateway.security.shared_rate import SharedCounts
-from gateway.store.db import make_engine, migrate
 
 T0 = 1_800_000_000.0  # a wall-clock second at the start of a minute (divisible by 60)
-
-
-@pytest.fixture
-def db(store_url: str) -> Iterator[Engine]:
-    engine = make_engine(store_url)
-    migrate(engine)
-    yield engine
-    engine.dispose()
 
 
 class Wall:

@@ -146,6 +146,12 @@ class _PageWork:
     unmatched: int = 0
 
 
+def _quarantined(a: rec_store.ArchivedRecord, stage: str, error_kind: str, reason: str) -> rec_store.QuarantineEntry:
+    rec = a.record
+    return rec_store.QuarantineEntry(rec.source, rec.stream, rec.key, a.content_hash, a.payload_json, stage,
+                                     error_kind, reason)  # fmt: skip
+
+
 class SyncEngine:
     """Runs syncs; one engine per process, shared by the scheduler, the API and the CLI."""
 
@@ -290,18 +296,7 @@ class SyncEngine:
             try:
                 items = connector.normalize(rec)
             except RecordError as exc:
-                work.quarantine.append(
-                    rec_store.QuarantineEntry(
-                        rec.source,
-                        rec.stream,
-                        rec.key,
-                        a.content_hash,
-                        a.payload_json,
-                        "normalize",
-                        type(exc).__name__,
-                        exc.message,
-                    )
-                )
+                work.quarantine.append(_quarantined(a, "normalize", type(exc).__name__, exc.message))
                 continue
             work.origins.append((rec.source, rec.stream, rec.key))
             reasons: list[str] = []
@@ -315,18 +310,7 @@ class SyncEngine:
                 detail = "; ".join(f"{p.kind}: {p.detail}" for p in valuation.problems) or None
                 work.items.append((item, status, detail))
             if reasons:
-                work.quarantine.append(
-                    rec_store.QuarantineEntry(
-                        rec.source,
-                        rec.stream,
-                        rec.key,
-                        a.content_hash,
-                        a.payload_json,
-                        "map",
-                        "MappingError",
-                        "; ".join(reasons),
-                    )
-                )
+                work.quarantine.append(_quarantined(a, "map", "MappingError", "; ".join(reasons)))
             else:
                 work.clean_keys.append(rec.key)
         for problem in page.problems:
