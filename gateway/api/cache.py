@@ -3,9 +3,11 @@
 A page of facts depends only on ``fact`` rows, and every change of a fact row is written with a new
 ``fact_change`` row (:func:`gateway.store.facts.write_facts` is the only writer of ``fact``), so the newest
 change number is a version of everything a page can show. A summary depends on the facts, on the policies
-frozen at period closures (``period_policy``: insert-only) and on the current mappings' policies, so its
-version is (newest change, number of frozen policies, mappings version). :func:`store_version` reads the first
-two in one cheap query per request; when anything changed, the key is new and the old entries simply age out.
+frozen at period closures (``period_policy``) and on the current mappings' policies, so its version is (newest
+change, frozen policies, reopenings, mappings version). A closure adds a frozen policy and a reopening removes
+it, so their count alone could come back to an earlier value after a reopen and a close with another policy;
+the number of reopenings only grows, so the pair never repeats. :func:`store_version` reads the first three
+in one cheap query per request; when anything changed, the key is new and the old entries simply age out.
 
 Keys also carry the caller's scope (as listed) and the normalized query, so two callers share an entry only
 when they may see exactly the same rows. The audit entry is still written for every request, hit or miss,
@@ -24,20 +26,22 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, func, select
 
 from gateway.store.facts import CHANGE
-from gateway.store.models import PeriodPolicy
+from gateway.store.models import PeriodPolicy, PeriodReopening
 
 POLICY = PeriodPolicy.__table__  # type: ignore[attr-defined]
+REOPENING = PeriodReopening.__table__  # type: ignore[attr-defined]
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024
 _VERSION = select(
     select(func.coalesce(func.max(CHANGE.c.seq), 0)).scalar_subquery(),
     select(func.count()).select_from(POLICY).scalar_subquery(),
+    select(func.count()).select_from(REOPENING).scalar_subquery(),
 )
 
 
-def store_version(conn: Connection) -> tuple[int, int]:
-    """(newest change number, number of frozen period policies): changes whenever a cached read could."""
+def store_version(conn: Connection) -> tuple[int, int, int]:
+    """(newest change number, frozen period policies, reopenings): changes whenever a cached read could."""
     row = conn.execute(_VERSION).one()
-    return int(row[0]), int(row[1])
+    return int(row[0]), int(row[1]), int(row[2])
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""``/v1/periods``: close an agency's month, check that it is still reproducible, list corrections."""
+"""``/v1/periods``: close an agency's month, check that it is still reproducible, reopen it; list corrections
+and reopenings."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from gateway.api.deps import AdminDep, ConnDep, ReaderDep, RuntimeDep
 from gateway.api.facts import decode_token, encode_token
 from gateway.api.problems import ApiError, problem_responses
 from gateway.api.routes_facts import MONTH, json
-from gateway.api.schemas import ClosureCheck, ClosureOut, CorrectionPage
+from gateway.api.schemas import ClosureCheck, ClosureOut, CorrectionPage, ReopenIn, ReopeningOut
 from gateway.api.summaries import policy_summary
 from gateway.store import periods
 
@@ -46,6 +47,37 @@ def close(rt: RuntimeDep, caller: AdminDep, agency: Agency, period: Month) -> Re
     response = json(closure)
     response.status_code = 201
     return response
+
+
+@router.post("/periods/{agency}/{period}/reopen", status_code=201, response_model=ReopeningOut,
+             responses=problem_responses(404),
+             summary="Reopen a closed month: apply the corrections recorded since its closure")  # fmt: skip
+def reopen(rt: RuntimeDep, caller: AdminDep, agency: Agency, period: Month, body: ReopenIn) -> Response:
+    """The closure and its frozen policy end (kept in ``/v1/reopenings``); the latest correction of each fact
+    recorded while the month was closed is applied and appears in the change feed. Close the month again to
+    freeze it anew."""
+    caller.require_agency(agency)
+    try:
+        with rt.db.begin() as conn:
+            reopening = periods.reopen_period(conn, agency=agency, period=period, by=caller.client_id,
+                                              reason=body.reason, now=datetime.now(UTC))  # fmt: skip
+            audit.record_admin(conn, caller, action="reopen_period",
+                               detail={"agency": agency, "period": period, "reason": body.reason,
+                                       "closed_digest": reopening["digest"],
+                                       "corrections_applied": reopening["corrections_applied"]})  # fmt: skip
+    except periods.PeriodNotClosed as exc:
+        raise ApiError(404, "Not found", exc.message) from exc
+    response = json(reopening)
+    response.status_code = 201
+    return response
+
+
+@router.get("/reopenings", response_model=list[ReopeningOut], summary="Reopened months, oldest first")
+def get_reopenings(conn: ConnDep, caller: ReaderDep, agency: Annotated[str | None, Query(max_length=200)] = None,
+                   period: Annotated[str | None, Query(pattern=MONTH)] = None) -> Response:  # fmt: skip
+    if agency is not None:
+        caller.require_agency(agency)
+    return json(periods.list_reopenings(conn, scope=caller.scope, agency=agency, period=period, limit=1000))
 
 
 @router.get("/periods/{agency}/{period}", response_model=ClosureCheck, responses=problem_responses(404),

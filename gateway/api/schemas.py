@@ -123,6 +123,34 @@ class ClosureCheck(ClosureOut):
     reproducible: bool
 
 
+class ReopenIn(BaseModel):
+    model_config = _examples({"reason": "đóng kỳ sớm: còn văn bản tháng 1 chưa cập nhật"})
+    reason: str = Field(min_length=3, max_length=1000, description="why the month is reopened (kept with it)")
+
+
+class ReopeningOut(BaseModel):
+    model_config = _examples({"id": 1, "agency": "SKHCN", "period": "2026-01", "closed_at": "2026-02-05T03:00:00+00:00",
+                              "closed_by": "skhcn-admin", "closed_at_seq": 51200, "digest": "3b1f...",
+                              "reopened_at": "2026-02-07T02:00:00+00:00", "reopened_by": "skhcn-admin",
+                              "reason": "closed too early", "last_correction_id": 40, "facts_inserted": 1,
+                              "facts_updated": 2, "facts_retracted": 1, "corrections_applied": 4})  # fmt: skip
+    id: int
+    agency: str
+    period: str
+    closed_at: str = Field(description="when the closure that this reopening ended was made")
+    closed_by: str
+    closed_at_seq: int
+    digest: str = Field(description="the digest of that closure")
+    reopened_at: str
+    reopened_by: str
+    reason: str
+    last_correction_id: int = Field(description="corrections of the period up to this id have been applied")
+    facts_inserted: int
+    facts_updated: int
+    facts_retracted: int
+    corrections_applied: int | None = Field(default=None, description="given when the reopening is made")
+
+
 class CorrectionOut(BaseModel):
     id: int
     fact_id: int | None

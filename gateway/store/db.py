@@ -77,12 +77,18 @@ def _v5_rate_window(conn: Connection) -> None:
     m.SQLModel.metadata.create_all(conn, tables=[m.RateWindow.__table__])  # type: ignore[attr-defined]
 
 
+def _v6_period_reopening(conn: Connection) -> None:
+    m.SQLModel.metadata.create_all(conn, tables=[m.PeriodReopening.__table__])  # type: ignore[attr-defined]
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _v1_initial),
     Migration(2, "facts API: clients, keys, corrections, frozen policies, keyset indexes", _v2_facts_api),
     Migration(3, "operations: source control (pause, trigger) shared by replicas", _v3_source_control),
     Migration(4, "write path: two redundant fact indexes dropped, open quarantine by record", _v4_write_path_indexes),
     Migration(5, "API rate limits shared by replicas: requests per client and minute", _v5_rate_window),
+    Migration(6, "closed periods can be reopened: the reopenings, with the corrections they applied",
+              _v6_period_reopening),
 )
 
 

@@ -192,17 +192,21 @@ def _closed_pairs(conn: Connection) -> set[tuple[str, str]]:
     return {(r.agency, r.period) for r in conn.execute(select(CLOSURE.c.agency, CLOSURE.c.period))}
 
 
-def _latest_corrections(conn: Connection, keys: Sequence[str]) -> dict[str, str]:
-    """fact_key -> proposed hash of its latest correction."""
-    latest: dict[str, tuple[int, str]] = {}
+def _latest_corrections(conn: Connection, keys: Sequence[str]) -> dict[tuple[str, str], str]:
+    """(fact_key, closed period) -> proposed hash of the latest correction of that fact recorded for that period.
+
+    Per period: a fact whose source moved it from one closed month to another has a correction in each, with
+    the same proposed values (reopening the first month applies its correction and leaves the second's)."""
+    latest: dict[tuple[str, str], tuple[int, str]] = {}
     for chunk in _chunks(list(keys)):
         for r in conn.execute(
-            select(CORRECTION.c.id, CORRECTION.c.fact_key, CORRECTION.c.proposed_hash).where(
+            select(CORRECTION.c.id, CORRECTION.c.fact_key, CORRECTION.c.period, CORRECTION.c.proposed_hash).where(
                 CORRECTION.c.fact_key.in_(chunk)
             )
         ):
-            if r.fact_key not in latest or r.id > latest[r.fact_key][0]:
-                latest[r.fact_key] = (r.id, r.proposed_hash)
+            at = (r.fact_key, r.period)
+            if at not in latest or r.id > latest[at][0]:
+                latest[at] = (r.id, r.proposed_hash)
     return {k: v[1] for k, v in latest.items()}
 
 
@@ -267,7 +271,7 @@ def _plan(conn: Connection, wanted: dict[str, dict[str, Any]], origin_list: list
     if pending:
         latest = _latest_corrections(conn, [p[0] for p in pending])
         for key, old, op, period, proposed_hash, values in pending:
-            previous = latest.get(key)
+            previous = latest.get((key, period))
             if op == "revert" and (previous is None or previous == proposed_hash):
                 continue  # never corrected, or already back to the frozen values
             if previous == proposed_hash:

@@ -283,6 +283,27 @@ class FactCorrection(SQLModel, table=True):
     detected_at: datetime = _ts()
 
 
+class PeriodReopening(SQLModel, table=True):
+    """A closed period opened again: the closure it ended, who reopened it and why, and the corrections applied."""
+
+    __tablename__ = "period_reopening"
+    __table_args__ = (Index("ix_period_reopening_period", "agency", "period", "id"),)
+    id: int | None = _bigint_pk()
+    agency: str
+    period: str
+    closed_at: datetime = _ts()
+    closed_by: str
+    closed_at_seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    digest: str  # the digest of the closure that ended
+    reopened_at: datetime = _ts()
+    reopened_by: str
+    reason: str = _text(nullable=False)
+    last_correction_id: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))  # applied up to here
+    facts_inserted: int = 0
+    facts_updated: int = 0
+    facts_retracted: int = 0
+
+
 class PeriodPolicy(SQLModel, table=True):
     """The scoring policy in force when a period was closed, so its summaries stay reproducible."""
 

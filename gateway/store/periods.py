@@ -4,6 +4,14 @@ Closing takes the fact-write lock (so no page is half-written across the close),
 number, a SHA-256 digest of the period's facts (their public snapshots, in id order) and the scoring policy in
 force. From then on :func:`gateway.store.facts.write_facts` leaves those facts untouched and records any later
 source change in ``fact_correction``; :func:`facts_digest` recomputed at any time equals the closure's digest.
+
+**Reopening** (:func:`reopen_period`, for a month closed too early or with a wrong policy) ends the closure in
+one transaction under the same lock: the closure and its frozen policy go, a ``period_reopening`` row keeps
+them with who reopened it and why, and the corrections recorded since the closure are applied, the latest one
+per fact, through the ordinary write path, so each lands in the change feed as the update, insert or
+retraction the source asked for (a ``revert`` needs nothing: the source went back to the frozen values). A
+correction moving a fact into another closed month stays a correction there. Closing again freezes the
+period anew, with a new digest.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -19,13 +28,29 @@ from sqlalchemy import Connection, func, select
 from gateway.errors import GatewayError
 from gateway.security.principal import Scope
 from gateway.store.db import lock_fact_writes
-from gateway.store.facts import CHANGE, CLOSURE, CORRECTION, FACT, snapshot
-from gateway.store.models import PeriodPolicy
+from gateway.store.facts import (
+    CHANGE,
+    CLOSURE,
+    CORRECTION,
+    FACT,
+    FactWriteResult,
+    PreparedFacts,
+    snapshot,
+    value_hash,
+    write_prepared,
+)
+from gateway.store.models import PeriodPolicy, PeriodReopening
+from gateway.types import to_scaled
 
 POLICY = PeriodPolicy.__table__  # type: ignore[attr-defined]
+REOPENING = PeriodReopening.__table__  # type: ignore[attr-defined]
 
 
 class PeriodAlreadyClosed(GatewayError):
+    pass
+
+
+class PeriodNotClosed(GatewayError):
     pass
 
 
@@ -57,6 +82,118 @@ def close_period(conn: Connection, *, agency: str, period: str, by: str, policy:
     if found is None:  # pragma: no cover - inserted above in this transaction
         raise GatewayError(f"closure of {agency} {period} vanished")
     return found
+
+
+def reopen_period(conn: Connection, *, agency: str, period: str, by: str, reason: str,
+                  now: datetime) -> dict[str, Any]:  # fmt: skip
+    """Reopen a closed (agency, period) and apply the corrections recorded since; see the module docstring.
+
+    Raises :class:`PeriodNotClosed`. Run it in its own transaction: the reopening and every fact it writes
+    commit together, or nothing does."""
+    lock_fact_writes(conn)
+    closure = conn.execute(select(CLOSURE).where(CLOSURE.c.agency == agency, CLOSURE.c.period == period)).first()
+    if closure is None:
+        raise PeriodNotClosed(f"{agency} {period} is not closed")
+    applied_up_to = conn.execute(
+        select(func.coalesce(func.max(REOPENING.c.last_correction_id), 0)).where(
+            REOPENING.c.agency == agency, REOPENING.c.period == period)
+    ).scalar_one()  # fmt: skip
+    latest: dict[str, Any] = {}  # fact_key -> its newest correction since the last reopening
+    for row in conn.execute(select(CORRECTION).where(CORRECTION.c.agency == agency, CORRECTION.c.period == period,
+                                                     CORRECTION.c.id > applied_up_to).order_by(CORRECTION.c.id)):
+        latest[row.fact_key] = row
+    conn.execute(CLOSURE.delete().where(CLOSURE.c.agency == agency, CLOSURE.c.period == period))
+    conn.execute(POLICY.delete().where(POLICY.c.agency == agency, POLICY.c.period == period))
+    result = _apply_corrections(conn, list(latest.values()), now)
+    last_id = max((row.id for row in latest.values()), default=applied_up_to)
+    reopening = {
+        "agency": agency, "period": period, "closed_at": closure.closed_at, "closed_by": closure.closed_by,
+        "closed_at_seq": closure.closed_at_seq, "digest": closure.digest, "reopened_at": now, "reopened_by": by,
+        "reason": reason, "last_correction_id": last_id, "facts_inserted": result.inserted,
+        "facts_updated": result.updated, "facts_retracted": result.retracted,
+    }  # fmt: skip
+    new_id = conn.execute(REOPENING.insert().returning(REOPENING.c.id), reopening).scalar_one()
+    return _reopening_view({**reopening, "id": new_id, "corrections_applied": len(latest)})
+
+
+def _values_of_snapshot(snap: Mapping[str, Any]) -> dict[str, Any]:
+    """A fact's stored values (as :func:`gateway.store.facts.fact_values` gives them) from its public snapshot."""
+
+    def moment(text: str | None) -> datetime | None:
+        return None if text is None else datetime.fromisoformat(text)
+
+    values = {
+        "item_key": snap["item_key"], "person_id": snap["person_id"], "role": snap["role"], "agency": snap["agency"],
+        "unit": snap["unit"], "period": snap["period"], "product_code": snap["product_code"],
+        "catalog_version": snap["catalog_version"], "rule_id": snap["rule_id"],
+        "units_scaled": to_scaled(Decimal(snap["units"])), "quantity_scaled": to_scaled(Decimal(snap["quantity"])),
+        "assigned": snap["assigned"], "completed": snap["completed"], "due_at": moment(snap["due_at"]),
+        "done_at": moment(snap["done_at"]), "on_time": snap["on_time"], "delays": snap["delays"],
+        "failed_reviews": snap["failed_reviews"], "exempt": snap["exempt"], "source": snap["source"],
+        "stream": snap["stream"], "record_key": snap["record_key"],
+        "lineage": orjson.dumps(snap["lineage"], option=orjson.OPT_SORT_KEYS).decode(),
+    }  # fmt: skip
+    values["value_hash"] = value_hash(values)
+    return values
+
+
+def _values_of_row(row: Any) -> dict[str, Any]:
+    values = {c: getattr(row, c) for c in _STORED}
+    values["value_hash"] = row.value_hash
+    return values
+
+
+_STORED = ("item_key", "person_id", "role", "agency", "unit", "period", "product_code", "catalog_version", "rule_id",
+           "units_scaled", "quantity_scaled", "assigned", "completed", "due_at", "done_at", "on_time", "delays",
+           "failed_reviews", "exempt", "source", "stream", "record_key", "lineage")  # fmt: skip
+
+
+def _apply_corrections(conn: Connection, corrections: list[Any], now: datetime) -> FactWriteResult:
+    """Write what ``corrections`` propose (one per fact) in one :func:`write_prepared` call.
+
+    Inserts and updates are the proposed values. A retraction is asked the way a sync asks for one: its
+    record is named as an origin and the fact is left out, while the record's other active facts are passed
+    with their current values, so they stay as they are."""
+    wanted: PreparedFacts = {}
+    retract: set[str] = set()
+    for correction in corrections:
+        if correction.op in ("insert", "update"):
+            wanted[correction.fact_key] = _values_of_snapshot(orjson.loads(correction.proposed))
+        elif correction.op == "retract":
+            retract.add(correction.fact_key)
+    origins: list[tuple[str, str, str]] = []
+    if retract:
+        targets = conn.execute(select(FACT.c.source, FACT.c.stream, FACT.c.record_key)
+                               .where(FACT.c.fact_key.in_(sorted(retract)), FACT.c.state == "active"))  # fmt: skip
+        origins = sorted({(r.source, r.stream, r.record_key) for r in targets})
+        for source, stream, record_key in origins:
+            for row in conn.execute(select(FACT).where(FACT.c.source == source, FACT.c.stream == stream,
+                                                       FACT.c.record_key == record_key, FACT.c.state == "active")):
+                if row.fact_key not in retract and row.fact_key not in wanted:
+                    wanted[row.fact_key] = _values_of_row(row)
+    if not wanted and not origins:
+        return FactWriteResult()
+    return write_prepared(conn, origins=origins, wanted=wanted, now=now)
+
+
+def _reopening_view(row: Mapping[str, Any]) -> dict[str, Any]:
+    out = {k: row[k] for k in ("id", "agency", "period", "closed_by", "closed_at_seq", "digest", "reopened_by",
+                               "reason", "last_correction_id", "facts_inserted", "facts_updated",
+                               "facts_retracted")}  # fmt: skip
+    out["closed_at"] = row["closed_at"].isoformat()
+    out["reopened_at"] = row["reopened_at"].isoformat()
+    if "corrections_applied" in row:
+        out["corrections_applied"] = row["corrections_applied"]
+    return out
+
+
+def list_reopenings(conn: Connection, *, scope: Scope, agency: str | None = None, period: str | None = None,
+                    limit: int = 100) -> list[dict[str, Any]]:  # fmt: skip
+    stmt = select(REOPENING).where(scope.where(REOPENING.c.agency)).order_by(REOPENING.c.id).limit(limit)
+    for column, value in ((REOPENING.c.agency, agency), (REOPENING.c.period, period)):
+        if value is not None:
+            stmt = stmt.where(column == value)
+    return [_reopening_view(dict(r._mapping)) for r in conn.execute(stmt)]
 
 
 def _closure_view(row: Any) -> dict[str, Any]:
