@@ -33,13 +33,14 @@ from sqlalchemy import Connection, bindparam, func, select, update
 
 from gateway.store._upsert import fast_insert
 from gateway.store.db import lock_fact_writes
-from gateway.store.models import FactChange, FactCorrection, FactRow, PeriodClosure
+from gateway.store.models import FactChange, FactCorrection, FactRow, PeriodClosure, PeriodReopening
 from gateway.types import Fact, scaled_text, to_scaled
 
 FACT = FactRow.__table__  # type: ignore[attr-defined]
 CHANGE = FactChange.__table__  # type: ignore[attr-defined]
 CORRECTION = FactCorrection.__table__  # type: ignore[attr-defined]
 CLOSURE = PeriodClosure.__table__  # type: ignore[attr-defined]
+REOPENING = PeriodReopening.__table__  # type: ignore[attr-defined]
 RETRACTED_HASH = "retracted"
 
 _FACT_COLUMNS = tuple(c.name for c in FACT.columns)  # an inserted row carries every column
@@ -196,21 +197,28 @@ def _latest_corrections(conn: Connection, keys: Sequence[str]) -> dict[tuple[str
     """(fact_key, closed period) -> proposed hash of the latest correction of that fact recorded for that period.
 
     Per period: a fact whose source moved it from one closed month to another has a correction in each, with
-    the same proposed values (reopening the first month applies its correction and leaves the second's)."""
+    the same proposed values (reopening the first month applies its correction and leaves the second's).
+    Corrections a reopening already applied do not count: the same values proposed again after the month was
+    closed anew are a new correction."""
+    applied = {(r.agency, r.period): r.upto for r in conn.execute(
+        select(REOPENING.c.agency, REOPENING.c.period, func.max(REOPENING.c.last_correction_id).label("upto"))
+        .group_by(REOPENING.c.agency, REOPENING.c.period))}  # fmt: skip
     latest: dict[tuple[str, str], tuple[int, str]] = {}
     for chunk in _chunks(list(keys)):
         for r in conn.execute(
-            select(CORRECTION.c.id, CORRECTION.c.fact_key, CORRECTION.c.period, CORRECTION.c.proposed_hash).where(
-                CORRECTION.c.fact_key.in_(chunk)
-            )
-        ):
+            select(CORRECTION.c.id, CORRECTION.c.fact_key, CORRECTION.c.agency, CORRECTION.c.period,
+                   CORRECTION.c.proposed_hash).where(CORRECTION.c.fact_key.in_(chunk))
+        ):  # fmt: skip
             at = (r.fact_key, r.period)
+            if r.id <= applied.get((r.agency, r.period), 0):
+                continue
             if at not in latest or r.id > latest[at][0]:
                 latest[at] = (r.id, r.proposed_hash)
     return {k: v[1] for k, v in latest.items()}
 
 
-def _plan(conn: Connection, wanted: dict[str, dict[str, Any]], origin_list: list[Origin], now: datetime) -> _Work:
+def _plan(conn: Connection, wanted: dict[str, dict[str, Any]], origin_list: list[Origin], now: datetime,
+          retract_keys: Sequence[str] = ()) -> _Work:  # fmt: skip
     cols = (FACT.c.id, FACT.c.fact_key, FACT.c.value_hash, FACT.c.state, FACT.c.version, FACT.c.created_at,
             FACT.c.agency, FACT.c.period)  # fmt: skip
     existing: dict[str, Any] = {}
@@ -236,6 +244,9 @@ def _plan(conn: Connection, wanted: dict[str, dict[str, Any]], origin_list: list
             ):
                 if found.fact_key not in wanted:
                     to_retract.append(found)
+    named = sorted(set(retract_keys) - set(wanted) - {r.fact_key for r in to_retract})
+    for chunk in _chunks(named):
+        to_retract.extend(conn.execute(select(*cols).where(FACT.c.fact_key.in_(chunk), FACT.c.state == "active")))
     work = _Work([], [], [], [], 0)
     closed = _closed_pairs(conn)
     # (fact_key, old row or None, op, closed period, proposed hash, proposed row) awaiting de-duplication
@@ -325,15 +336,17 @@ def write_facts(
 
 
 def write_prepared(
-    conn: Connection, *, origins: Iterable[Origin], wanted: PreparedFacts, now: datetime
+    conn: Connection, *, origins: Iterable[Origin], wanted: PreparedFacts, now: datetime,
+    retract_keys: Sequence[str] = (),
 ) -> FactWriteResult:
-    """:func:`write_facts` for facts :func:`prepare_facts` prepared."""
+    """:func:`write_facts` for facts :func:`prepare_facts` prepared. ``retract_keys``: facts to retract by key
+    besides those of ``origins`` (a reopened period's retract corrections), with the same closed-period rules."""
     origin_list = list(dict.fromkeys(origins))
 
     # Lock before reading: the plan then sees everything the previous writer (or a period closure) committed,
     # and one read suffices (planning first and re-planning under the lock read every page twice).
     lock_fact_writes(conn)
-    work = _plan(conn, wanted, origin_list, now)
+    work = _plan(conn, wanted, origin_list, now, retract_keys)
     if work.empty:
         return FactWriteResult(unchanged=work.unchanged)
     result = FactWriteResult(unchanged=work.unchanged, corrected=len(work.corrections))

@@ -36,7 +36,6 @@ from gateway.store.facts import (
     FactWriteResult,
     PreparedFacts,
     snapshot,
-    value_hash,
     write_prepared,
 )
 from gateway.store.models import PeriodPolicy, PeriodReopening
@@ -98,14 +97,15 @@ def reopen_period(conn: Connection, *, agency: str, period: str, by: str, reason
         select(func.coalesce(func.max(REOPENING.c.last_correction_id), 0)).where(
             REOPENING.c.agency == agency, REOPENING.c.period == period)
     ).scalar_one()  # fmt: skip
-    latest: dict[str, Any] = {}  # fact_key -> its newest correction since the last reopening
+    by_fact: dict[str, list[Any]] = {}  # fact_key -> its corrections since the last reopening, in id order
+    last_id = applied_up_to
     for row in conn.execute(select(CORRECTION).where(CORRECTION.c.agency == agency, CORRECTION.c.period == period,
                                                      CORRECTION.c.id > applied_up_to).order_by(CORRECTION.c.id)):
-        latest[row.fact_key] = row
+        by_fact.setdefault(row.fact_key, []).append(row)
+        last_id = row.id
     conn.execute(CLOSURE.delete().where(CLOSURE.c.agency == agency, CLOSURE.c.period == period))
     conn.execute(POLICY.delete().where(POLICY.c.agency == agency, POLICY.c.period == period))
-    result = _apply_corrections(conn, list(latest.values()), now)
-    last_id = max((row.id for row in latest.values()), default=applied_up_to)
+    result, applied = _apply_corrections(conn, by_fact, now)
     reopening = {
         "agency": agency, "period": period, "closed_at": closure.closed_at, "closed_by": closure.closed_by,
         "closed_at_seq": closure.closed_at_seq, "digest": closure.digest, "reopened_at": now, "reopened_by": by,
@@ -113,16 +113,20 @@ def reopen_period(conn: Connection, *, agency: str, period: str, by: str, reason
         "facts_updated": result.updated, "facts_retracted": result.retracted,
     }  # fmt: skip
     new_id = conn.execute(REOPENING.insert().returning(REOPENING.c.id), reopening).scalar_one()
-    return _reopening_view({**reopening, "id": new_id, "corrections_applied": len(latest)})
+    return _reopening_view({**reopening, "id": new_id, "corrections_applied": applied})
 
 
-def _values_of_snapshot(snap: Mapping[str, Any]) -> dict[str, Any]:
-    """A fact's stored values (as :func:`gateway.store.facts.fact_values` gives them) from its public snapshot."""
+def _values_of_snapshot(snap: Mapping[str, Any], proposed_hash: str) -> dict[str, Any]:
+    """A fact's stored values (as :func:`gateway.store.facts.fact_values` gives them) from its public snapshot.
+
+    The hash is the one the source's values had when the correction was recorded: the snapshot's times are in
+    UTC while a source may give +07:00, and the hash of the same moment written differently would differ, so
+    the next re-read of the record would count as a change."""
 
     def moment(text: str | None) -> datetime | None:
         return None if text is None else datetime.fromisoformat(text)
 
-    values = {
+    return {
         "item_key": snap["item_key"], "person_id": snap["person_id"], "role": snap["role"], "agency": snap["agency"],
         "unit": snap["unit"], "period": snap["period"], "product_code": snap["product_code"],
         "catalog_version": snap["catalog_version"], "rule_id": snap["rule_id"],
@@ -132,48 +136,65 @@ def _values_of_snapshot(snap: Mapping[str, Any]) -> dict[str, Any]:
         "failed_reviews": snap["failed_reviews"], "exempt": snap["exempt"], "source": snap["source"],
         "stream": snap["stream"], "record_key": snap["record_key"],
         "lineage": orjson.dumps(snap["lineage"], option=orjson.OPT_SORT_KEYS).decode(),
+        "value_hash": proposed_hash,
     }  # fmt: skip
-    values["value_hash"] = value_hash(values)
-    return values
 
 
-def _values_of_row(row: Any) -> dict[str, Any]:
-    values = {c: getattr(row, c) for c in _STORED}
-    values["value_hash"] = row.value_hash
-    return values
+def _origin(snap: Mapping[str, Any]) -> tuple[str, str, str]:
+    return snap["source"], snap["stream"], snap["record_key"]
 
 
-_STORED = ("item_key", "person_id", "role", "agency", "unit", "period", "product_code", "catalog_version", "rule_id",
-           "units_scaled", "quantity_scaled", "assigned", "completed", "due_at", "done_at", "on_time", "delays",
-           "failed_reviews", "exempt", "source", "stream", "record_key", "lineage")  # fmt: skip
+def _effective(corrections: list[Any]) -> tuple[Any, dict[str, Any]] | None:
+    """What one fact's corrections since the last reopening (in id order) add up to: the correction to apply
+    and its proposed snapshot, or None.
 
-
-def _apply_corrections(conn: Connection, corrections: list[Any], now: datetime) -> FactWriteResult:
-    """Write what ``corrections`` propose (one per fact) in one :func:`write_prepared` call.
-
-    Inserts and updates are the proposed values. A retraction is asked the way a sync asks for one: its
-    record is named as an origin and the fact is left out, while the record's other active facts are passed
-    with their current values, so they stay as they are."""
-    wanted: PreparedFacts = {}
-    retract: set[str] = set()
+    A later insert or update supersedes what came before; a ``revert`` cancels it (the source went back to the
+    frozen values); a ``retract`` comes from a re-read of the record that last gave the fact, so it is ignored
+    when another record has since taken the fact over (the fact changed records while the month was closed)."""
+    chosen: tuple[Any, dict[str, Any]] | None = None
+    owner: tuple[str, str, str] | None = None
     for correction in corrections:
+        snap = orjson.loads(correction.proposed)
         if correction.op in ("insert", "update"):
-            wanted[correction.fact_key] = _values_of_snapshot(orjson.loads(correction.proposed))
+            chosen, owner = (correction, snap), _origin(snap)
         elif correction.op == "retract":
-            retract.add(correction.fact_key)
-    origins: list[tuple[str, str, str]] = []
-    if retract:
-        targets = conn.execute(select(FACT.c.source, FACT.c.stream, FACT.c.record_key)
-                               .where(FACT.c.fact_key.in_(sorted(retract)), FACT.c.state == "active"))  # fmt: skip
-        origins = sorted({(r.source, r.stream, r.record_key) for r in targets})
-        for source, stream, record_key in origins:
-            for row in conn.execute(select(FACT).where(FACT.c.source == source, FACT.c.stream == stream,
-                                                       FACT.c.record_key == record_key, FACT.c.state == "active")):
-                if row.fact_key not in retract and row.fact_key not in wanted:
-                    wanted[row.fact_key] = _values_of_row(row)
-    if not wanted and not origins:
-        return FactWriteResult()
-    return write_prepared(conn, origins=origins, wanted=wanted, now=now)
+            if owner is None or owner == _origin(snap):
+                chosen = (correction, snap)
+        else:  # revert
+            chosen, owner = None, None
+    return chosen
+
+
+def _apply_corrections(conn: Connection, by_fact: dict[str, list[Any]],
+                       now: datetime) -> tuple[FactWriteResult, int]:  # fmt: skip
+    """Write what each fact's corrections add up to (:func:`_effective`) in one :func:`write_prepared` call;
+    return its result and how many facts' corrections were applied.
+
+    A correction is stale, and skipped, when the fact was written after it was recorded: a fact proposed for
+    the closed month that its source then moved on within an open month (its version grew past the one the
+    correction proposed), or a fact proposed as new that has since appeared elsewhere. Retractions are asked
+    by key, so the record's other facts are not touched (nor are corrections of other closed months)."""
+    chosen = {key: found for key, corrections in by_fact.items() if (found := _effective(corrections))}
+    keys = sorted(chosen)
+    versions: dict[str, int] = {}
+    for start in range(0, len(keys), 500):
+        rows = conn.execute(select(FACT.c.fact_key, FACT.c.version).where(FACT.c.fact_key.in_(keys[start:start + 500])))
+        versions.update({r.fact_key: r.version for r in rows})
+    wanted: PreparedFacts = {}
+    retract: list[str] = []
+    for key, (correction, snap) in chosen.items():
+        current = versions.get(key)
+        if correction.fact_id is None and current is not None:
+            continue  # proposed as new; the fact has appeared elsewhere since
+        if current is not None and current > snap["version"]:
+            continue  # the fact was written after this correction was recorded
+        if correction.op == "retract":
+            retract.append(key)
+        else:
+            wanted[key] = _values_of_snapshot(snap, correction.proposed_hash)
+    if not wanted and not retract:
+        return FactWriteResult(), 0
+    return write_prepared(conn, origins=[], wanted=wanted, now=now, retract_keys=retract), len(wanted) + len(retract)
 
 
 def _reopening_view(row: Mapping[str, Any]) -> dict[str, Any]:
