@@ -8,7 +8,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 
 from gateway.runtime import Runtime
@@ -225,9 +224,6 @@ def test_a_move_into_a_closed_month_then_back_out_is_not_undone_by_the_reopening
     assert row == ("active", "2026-02"), row
 
 
-@pytest.mark.xfail(strict=True, reason="known limit (docs/api.md): a fact moved into a closed month whose record "
-                   "then yields nothing while the month is closed leaves no correction behind; the reopening "
-                   "applies the move")
 def test_a_move_into_a_closed_month_then_dropped_is_not_inserted_by_the_reopening(store_url: str,
                                                                                   tmp_path: Path) -> None:  # fmt: skip
     """Fact 0 in February (open). January closed. The source moves it into January, then drops it. Never

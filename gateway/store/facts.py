@@ -226,6 +226,7 @@ def _plan(conn: Connection, wanted: dict[str, dict[str, Any]], origin_list: list
         for found in conn.execute(select(*cols).where(FACT.c.fact_key.in_(chunk))):
             existing[found.fact_key] = found
     to_retract: list[Any] = []
+    dormant: list[Any] = []  # retracted facts of these origins, not wanted: see _moved_in_then_dropped
     # One query per (source, stream) with a plain IN on record_key, which uses ix_fact_origin. A row-value IN
     # does not: SQLite scans the whole fact table for it (quadratic over a backfill) and PostgreSQL spends ~1 s
     # planning a 500-tuple list. A page has a single (source, stream), so this is still one query per chunk.
@@ -239,18 +240,16 @@ def _plan(conn: Connection, wanted: dict[str, dict[str, Any]], origin_list: list
                     FACT.c.source == source,
                     FACT.c.stream == stream,
                     FACT.c.record_key.in_(chunk),
-                    FACT.c.state == "active",
                 )
             ):
                 if found.fact_key not in wanted:
-                    to_retract.append(found)
+                    (to_retract if found.state == "active" else dormant).append(found)
     named = sorted(set(retract_keys) - set(wanted) - {r.fact_key for r in to_retract})
     for chunk in _chunks(named):
         to_retract.extend(conn.execute(select(*cols).where(FACT.c.fact_key.in_(chunk), FACT.c.state == "active")))
     work = _Work([], [], [], [], 0)
     closed = _closed_pairs(conn)
-    # (fact_key, old row or None, op, closed period, proposed hash, proposed row) awaiting de-duplication
-    pending: list[tuple[str, Any, str, str, str, dict[str, Any]]] = []
+    pending: list[_Pending] = []
     for key, values in wanted.items():
         old = existing.get(key)
         new_closed = (values["agency"], values["period"]) in closed
@@ -279,6 +278,8 @@ def _plan(conn: Connection, wanted: dict[str, dict[str, Any]], origin_list: list
             pending.append((old.fact_key, old, "retract", old.period, RETRACTED_HASH, {}))
         else:
             work.retracts.append(old)
+    if dormant and closed:
+        pending.extend(_moved_in_then_dropped(conn, dormant, closed))
     if pending:
         latest = _latest_corrections(conn, [p[0] for p in pending])
         for key, old, op, period, proposed_hash, values in pending:
@@ -289,6 +290,22 @@ def _plan(conn: Connection, wanted: dict[str, dict[str, Any]], origin_list: list
                 continue  # this correction is already recorded
             work.corrections.append(_correction(conn, key, old, op, period, proposed_hash, values, now))
     return work
+
+
+_Pending = tuple[str, Any, str, str, str, dict[str, Any]]
+"""A correction awaiting de-duplication: (fact_key, old row or None, op, closed period, proposed hash, values)."""
+
+
+def _moved_in_then_dropped(conn: Connection, dormant: list[Any], closed: set[tuple[str, str]]) -> list[_Pending]:
+    """Retract corrections for facts whose record now yields nothing while a correction of a closed month still
+    proposes them: the record moved the fact into that month (retracting it where it was), then dropped it.
+    Without this the pending correction would be the record's last word, and reopening the month would apply
+    the move. Rare: only retracted facts of re-read records are looked at, and only when a month is closed."""
+    latest = _latest_corrections(conn, [row.fact_key for row in dormant])
+    rows = {row.fact_key: row for row in dormant}
+    return [(key, rows[key], "retract", period, RETRACTED_HASH, {})
+            for (key, period), proposed in latest.items()
+            if proposed != RETRACTED_HASH and (rows[key].agency, period) in closed]  # fmt: skip
 
 
 def _correction(conn: Connection, key: str, old: Any, op: str, period: str, proposed_hash: str,
