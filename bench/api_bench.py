@@ -11,6 +11,10 @@ for ``--seconds`` and reports latency percentiles. Kinds:
 - ``unit_month_summary``: ``/v1/summaries?agency=A&unit=U&period=P&group_by=person``;
 - ``change_feed``: ``/v1/facts/changes?after=T&limit=500`` from a random point of the feed.
 
+``--cpu-per-request N`` replaces the load with N sequential requests per kind and reports the server's and
+PostgreSQL's CPU per request (from /proc): steady whatever else the machine runs, and the bound on any
+load's throughput (``ceiling_rps``) and on 50 clients' mean latency (``closed_loop_mean_floor_ms``).
+
 The last line printed is one JSON object with every figure. Every request is authenticated, rate-limited
 (limit raised for the bench) and audited, exactly as in production.
 """
@@ -279,6 +283,67 @@ def run_kind(base: str, key: str, kind: str, clients: int, seconds: float, n: in
             "cache_hit_rate": round(outcomes["hit"] / looked_up, 3) if looked_up else None}  # fmt: skip
 
 
+def _cpu_seconds(pids: list[int], fields: tuple[int, ...] = (11, 12)) -> float:
+    """utime + stime (or the fields given) of ``pids`` from /proc, in seconds; vanished processes count 0."""
+    total = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        values = stat[stat.rindex(")") + 2 :].split()
+        total += sum(int(values[i]) for i in fields)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _pids(*, comm: str | None = None, parents: set[int] | None = None) -> list[int]:
+    """Processes named ``comm``, or ``parents`` and their children."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name, ppid = stat[stat.index("(") + 1 : stat.rindex(")")], int(stat[stat.rindex(")") + 2 :].split()[1])
+        pid = int(entry.name)
+        if (comm is not None and name == comm) or (parents is not None and (pid in parents or ppid in parents)):
+            found.append(pid)
+    return found
+
+
+def cpu_per_request(base: str, key: str, kind: str, n: int, facts: int, servers: list[int],
+                    cpus: int, clients: int) -> dict[str, float]:  # fmt: skip
+    """CPU per request of ``kind``, measured without contention: ``n`` sequential requests on one keep-alive
+    connection, the server processes' and PostgreSQL's CPU read from /proc before and after.
+
+    Unlike a latency percentile under saturation, this hardly moves with what else the machine runs, and it
+    bounds what any load can get: ``cpus / (server + postgres CPU)`` requests per second at most, so 50
+    closed-loop clients wait at least ``clients / that`` per request on average (Little's law)."""
+    get = _StdlibGet(base, key)
+    rnd = random.Random(5)
+    try:
+        for _ in range(50):  # warm-up: connections, caches, statement caches
+            get(_path(kind, rnd, facts))
+        server_pids, pg_pids = _pids(parents=set(servers)), _pids(comm="postgres")
+        before = (_cpu_seconds(server_pids), _cpu_seconds(server_pids, (12,)), _cpu_seconds(pg_pids))
+        started = time.perf_counter()
+        for _ in range(n):
+            status, _cached = get(_path(kind, rnd, facts))
+            if status != 200:
+                raise SystemExit(f"{kind}: HTTP {status}")
+        wall = time.perf_counter() - started
+        after = (_cpu_seconds(server_pids), _cpu_seconds(server_pids, (12,)), _cpu_seconds(pg_pids))
+    finally:
+        get.close()
+    server, kernel, pg = ((a - b) * 1000 / n for a, b in zip(after, before, strict=True))
+    ceiling = cpus / ((server + pg) / 1000) if server + pg > 0 else float("inf")
+    return {"requests": n, "server_cpu_ms": round(server, 2), "of_which_kernel_ms": round(kernel, 2),
+            "postgres_cpu_ms": round(pg, 2), "wall_ms": round(wall * 1000 / n, 2), "ceiling_rps": round(ceiling, 1),
+            "closed_loop_mean_floor_ms": round(clients / ceiling * 1000, 1)}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--facts", type=int, default=1_000_000)
@@ -297,6 +362,9 @@ def main() -> None:
                         help="reuseport: one uvicorn process per worker, each on its own SO_REUSEPORT socket, so the "
                         "kernel spreads connections evenly (as a Service spreads them over replicas); shared: "
                         "`uvicorn --workers N` on one socket (keep-alive clients landed 41/9 on two workers)")
+    parser.add_argument("--cpu-per-request", type=int, metavar="N", default=0,
+                        help="instead of the load: N sequential requests per kind, and the server's and PostgreSQL's "
+                        "CPU per request (Linux /proc): what bounds the throughput on this machine")
     parser.add_argument("--serve-one", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-cache", action="store_true", help="turn the API's response cache off (uncached figures)")
     parser.add_argument("--kinds", default=",".join(KINDS), help="comma-separated request kinds to run")
@@ -343,6 +411,12 @@ def main() -> None:
                                       "workers": args.workers, "balance": args.balance, "cpus": os.cpu_count(),
                                       "http_client": args.http_client, "response_cache": not args.no_cache}  # fmt: skip
         for kind in args.kinds.split(","):
+            if args.cpu_per_request:
+                pids = [server.pid for server in servers]
+                results[kind] = cpu_per_request(base, key, kind, args.cpu_per_request, args.facts, pids,
+                                                os.cpu_count() or 1, args.clients)  # fmt: skip
+                print(f"  {kind}: {results[kind]}", file=sys.stderr, flush=True)
+                continue
             if args.http_client == "wrk":
                 run_kind_wrk(base, key, kind, args.clients, 2, args.facts)  # warm-up
                 results[kind] = run_kind_wrk(base, key, kind, args.clients, args.seconds, args.facts)
@@ -350,7 +424,8 @@ def main() -> None:
             run_kind(base, key, kind, args.clients, 2, args.facts, args.http_client)  # warm-up
             results[kind] = run_kind(base, key, kind, args.clients, args.seconds, args.facts, args.http_client)
             print(f"  {kind}: {results[kind]}", file=sys.stderr, flush=True)
-        results["target_p99_ms"] = 100
+        if not args.cpu_per_request:
+            results["target_p99_ms"] = 100
         print(json.dumps(results))
     finally:
         for server in servers:
