@@ -81,6 +81,15 @@ def _v6_period_reopening(conn: Connection) -> None:
     m.SQLModel.metadata.create_all(conn, tables=[m.PeriodReopening.__table__])  # type: ignore[attr-defined]
 
 
+def _v7_exempt_facts_index(conn: Connection) -> None:
+    # A summary reads its exempt facts one by one (their exemption says what it covers). Without an index of
+    # their own that query re-read every fact of the unit-month to find a handful: 1,191 heap pages for 9 rows
+    # on the 1M-fact benchmark store (0.54 ms), 13 with it (0.02 ms). Keyed like the unit keyset index, so a
+    # planner that underestimates a unit-month (agency and unit are correlated) still prefers it. Exempt facts
+    # are rare, so the partial index costs the writes next to nothing.
+    conn.execute(text("CREATE INDEX IF NOT EXISTS ix_fact_exempt ON fact (agency, unit, period) WHERE exempt IS TRUE"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _v1_initial),
     Migration(2, "facts API: clients, keys, corrections, frozen policies, keyset indexes", _v2_facts_api),
@@ -89,6 +98,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "API rate limits shared by replicas: requests per client and minute", _v5_rate_window),
     Migration(6, "closed periods can be reopened: the reopenings, with the corrections they applied",
               _v6_period_reopening),
+    Migration(7, "summaries: exempt facts indexed apart (partial index)", _v7_exempt_facts_index),
 )
 
 
