@@ -151,8 +151,8 @@ def test_migration_6_on_a_version_5_store(store_url: str, tmp_path: Path, monkey
     from sqlalchemy import inspect
     assert "period_reopening" not in inspect(engine).get_table_names()
     monkeypatch.undo()
-    assert dbmod.migrate(engine) == 6
-    assert dbmod.schema_version(engine) == 6
+    assert dbmod.migrate(engine) == len(dbmod.MIGRATIONS)
+    assert dbmod.schema_version(engine) == len(dbmod.MIGRATIONS)
     assert "ix_period_reopening_period" in {i["name"] for i in inspect(engine).get_indexes("period_reopening")}
     engine.dispose()
     rt = make_runtime(store_url, tmp_path)

@@ -87,7 +87,9 @@ def _v7_exempt_facts_index(conn: Connection) -> None:
     # on the 1M-fact benchmark store (0.54 ms), 13 with it (0.02 ms). Keyed like the unit keyset index, so a
     # planner that underestimates a unit-month (agency and unit are correlated) still prefers it. Exempt facts
     # are rare, so the partial index costs the writes next to nothing.
-    conn.execute(text("CREATE INDEX IF NOT EXISTS ix_fact_exempt ON fact (agency, unit, period) WHERE exempt IS TRUE"))
+    # The predicate must be the one the queries' ``exempt.is_(True)`` renders, or SQLite never uses the index.
+    exempt = "exempt IS 1" if conn.dialect.name == "sqlite" else "exempt IS TRUE"
+    conn.execute(text(f"CREATE INDEX IF NOT EXISTS ix_fact_exempt ON fact (agency, unit, period) WHERE {exempt}"))
 
 
 MIGRATIONS: tuple[Migration, ...] = (

@@ -193,28 +193,29 @@ def _closed_pairs(conn: Connection) -> set[tuple[str, str]]:
     return {(r.agency, r.period) for r in conn.execute(select(CLOSURE.c.agency, CLOSURE.c.period))}
 
 
-def _latest_corrections(conn: Connection, keys: Sequence[str]) -> dict[tuple[str, str], str]:
-    """(fact_key, closed period) -> proposed hash of the latest correction of that fact recorded for that period.
+def _latest_corrections(conn: Connection, keys: Sequence[str]) -> dict[tuple[str, str, str], Any]:
+    """(fact_key, agency, closed period) -> the latest correction of that fact recorded for that agency's month
+    (its id, proposed hash and proposed snapshot).
 
-    Per period: a fact whose source moved it from one closed month to another has a correction in each, with
+    Per month: a fact whose source moved it from one closed month to another has a correction in each, with
     the same proposed values (reopening the first month applies its correction and leaves the second's).
     Corrections a reopening already applied do not count: the same values proposed again after the month was
     closed anew are a new correction."""
     applied = {(r.agency, r.period): r.upto for r in conn.execute(
         select(REOPENING.c.agency, REOPENING.c.period, func.max(REOPENING.c.last_correction_id).label("upto"))
         .group_by(REOPENING.c.agency, REOPENING.c.period))}  # fmt: skip
-    latest: dict[tuple[str, str], tuple[int, str]] = {}
+    latest: dict[tuple[str, str, str], Any] = {}
     for chunk in _chunks(list(keys)):
         for r in conn.execute(
             select(CORRECTION.c.id, CORRECTION.c.fact_key, CORRECTION.c.agency, CORRECTION.c.period,
-                   CORRECTION.c.proposed_hash).where(CORRECTION.c.fact_key.in_(chunk))
+                   CORRECTION.c.proposed_hash, CORRECTION.c.proposed).where(CORRECTION.c.fact_key.in_(chunk))
         ):  # fmt: skip
-            at = (r.fact_key, r.period)
+            at = (r.fact_key, r.agency, r.period)
             if r.id <= applied.get((r.agency, r.period), 0):
                 continue
-            if at not in latest or r.id > latest[at][0]:
-                latest[at] = (r.id, r.proposed_hash)
-    return {k: v[1] for k, v in latest.items()}
+            if at not in latest or r.id > latest[at].id:
+                latest[at] = r
+    return latest
 
 
 def _plan(conn: Connection, wanted: dict[str, dict[str, Any]], origin_list: list[Origin], now: datetime,
@@ -279,11 +280,13 @@ def _plan(conn: Connection, wanted: dict[str, dict[str, Any]], origin_list: list
         else:
             work.retracts.append(old)
     if dormant and closed:
-        pending.extend(_moved_in_then_dropped(conn, dormant, closed))
+        work.corrections.extend(_moved_in_then_dropped(conn, dormant, closed, now))
     if pending:
         latest = _latest_corrections(conn, [p[0] for p in pending])
         for key, old, op, period, proposed_hash, values in pending:
-            previous = latest.get((key, period))
+            agency = values["agency"] if op == "insert" or old is None else old.agency  # as _correction files it
+            recorded = latest.get((key, agency, period))
+            previous = None if recorded is None else recorded.proposed_hash
             if op == "revert" and (previous is None or previous == proposed_hash):
                 continue  # never corrected, or already back to the frozen values
             if previous == proposed_hash:
@@ -294,18 +297,32 @@ def _plan(conn: Connection, wanted: dict[str, dict[str, Any]], origin_list: list
 
 _Pending = tuple[str, Any, str, str, str, dict[str, Any]]
 """A correction awaiting de-duplication: (fact_key, old row or None, op, closed period, proposed hash, values)."""
-
-
-def _moved_in_then_dropped(conn: Connection, dormant: list[Any], closed: set[tuple[str, str]]) -> list[_Pending]:
+def _moved_in_then_dropped(conn: Connection, dormant: list[Any], closed: set[tuple[str, str]],
+                           now: datetime) -> list[dict[str, Any]]:  # fmt: skip
     """Retract corrections for facts whose record now yields nothing while a correction of a closed month still
-    proposes them: the record moved the fact into that month (retracting it where it was), then dropped it.
-    Without this the pending correction would be the record's last word, and reopening the month would apply
-    the move. Rare: only retracted facts of re-read records are looked at, and only when a month is closed."""
-    latest = _latest_corrections(conn, [row.fact_key for row in dormant])
+    proposes them from that record: the record moved the fact into that month (which retracted it where it
+    was), then dropped it. Without this the pending correction would be the record's last word, and reopening
+    the month would apply the move.
+
+    Only a correction that is still the fact's pending one counts: proposed by this record (not by another
+    that took the fact over) and not older than the fact's last write (the record has since moved it on and
+    dropped it within open months, so reopening would skip it anyway). Cost: these lookups run only for
+    retracted facts of re-read records while some month is closed."""
     rows = {row.fact_key: row for row in dormant}
-    return [(key, rows[key], "retract", period, RETRACTED_HASH, {})
-            for (key, period), proposed in latest.items()
-            if proposed != RETRACTED_HASH and (rows[key].agency, period) in closed]  # fmt: skip
+    out = []
+    for (key, agency, period), found in _latest_corrections(conn, list(rows)).items():
+        row = rows[key]
+        if found.proposed_hash == RETRACTED_HASH or (agency, period) not in closed:
+            continue
+        proposed = orjson.loads(found.proposed)
+        origin = conn.execute(select(FACT.c.source, FACT.c.stream, FACT.c.record_key).where(FACT.c.id == row.id)).one()
+        if (proposed["source"], proposed["stream"], proposed["record_key"]) != tuple(origin):
+            continue  # another record gives the fact now
+        if row.version > proposed["version"]:
+            continue  # written again since: this correction is stale
+        correction = _correction(conn, key, row, "retract", period, RETRACTED_HASH, {}, now)
+        out.append({**correction, "agency": agency})  # the month it was proposed for, whatever the row says
+    return out
 
 
 def _correction(conn: Connection, key: str, old: Any, op: str, period: str, proposed_hash: str,
