@@ -49,6 +49,10 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def sys_seconds() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_stime
+
+
 def current_rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -140,9 +144,10 @@ def main() -> None:
                 print(f"\r  {len(samples)}s  rss {samples[-1]:.0f} MB", end="", file=sys.stderr, flush=True)
 
         threading.Thread(target=sample, daemon=True).start()
-        started, cpu_started = time.perf_counter(), cpu_seconds()
+        started, cpu_started, sys_started = time.perf_counter(), cpu_seconds(), sys_seconds()
         report = runtime.sync.run(connector, trigger="bench")
         seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
+        system = sys_seconds() - sys_started
         done.set()
         connector.close()
         if ctx_cm is not None:
@@ -162,6 +167,7 @@ def main() -> None:
             "records_per_s": round(report.read / seconds, 1),
             "gateway_cpu_s": round(cpu, 2),  # user + system CPU of this process: above "seconds" = parallel work
             "cpu_us_per_record": round(cpu / max(report.read, 1) * 1e6, 1),
+            "gateway_sys_s": round(system, 2),  # of which in the kernel (mostly the store's file I/O)
             "facts": facts,
             "raw_archived": raw,
             "peak_rss_mb": round(rss_mb(), 1),
