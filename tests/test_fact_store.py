@@ -6,9 +6,10 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from sqlalchemy import Engine
+import orjson
+from sqlalchemy import Engine, select
 
-from gateway.store.facts import write_facts
+from gateway.store.facts import CHANGE, FACT, snapshot, write_facts
 from gateway.types import Fact, Role
 from tests.spine_support import count, rows
 
@@ -56,3 +57,23 @@ def test_the_same_document_from_two_systems_is_one_fact(db: Engine) -> None:
     assert second.written == 0
     assert count(db, "SELECT count(*) FROM fact") == 1
     assert count(db, "SELECT count(*) FROM fact_change") == 1
+
+
+def test_change_feed_snapshots_are_snapshot_of_the_fact_byte_for_byte(db: Engine) -> None:
+    """The writer splices prepared snapshot parts: each change must equal ``snapshot()`` of the fact it made."""
+    origin = [("eoffice", "incoming", "42")]
+    later = datetime(2026, 11, 2, 9, 30, 15, 123456, tzinfo=UTC)
+    _write(db, origin, [_fact(due_at=None, done_at=None, completed=False, on_time=None),
+                        _fact("P0002", Role.CO_HANDLER, item_key='doc:"quoted"\\ và tiếng Việt')])  # fmt: skip
+    with db.begin() as conn:  # an update with other dates, units and lineage; the co-handler is retracted
+        write_facts(conn, origins=origin, facts=[_fact(due_at=NOW, done_at=later, units=Decimal("-0.25"),
+                                                       lineage={"z": 1, "a": ["x", None]})], now=later)  # fmt: skip
+    with db.connect() as conn:
+        changes: dict[int, str] = dict(conn.execute(select(CHANGE.c.seq, CHANGE.c.snapshot)).all())
+        facts = [r._asdict() for r in conn.execute(select(FACT))]
+    assert len(facts) == 2
+    for fact in facts:
+        assert changes[fact["change_seq"]] == orjson.dumps(snapshot(fact)).decode()
+    history = [orjson.loads(changes[seq]) for seq in sorted(changes)]
+    assert [(h["state"], h["version"]) for h in history] == [("active", 1), ("active", 1), ("active", 2),
+                                                             ("retracted", 2)]  # fmt: skip

@@ -8,13 +8,15 @@ Two paths with the same semantics:
   per-row parameter construction and type processing cost more than the inserts themselves. Callers must
   pass values already in their stored form (see :func:`db_timestamp`).
 - :func:`fast_insert` is the same for a plain INSERT of dict rows, converting the table's
-  :class:`~gateway.store.models.UtcDateTime` columns itself (the fact and change-feed inserts).
+  :class:`~gateway.store.models.UtcDateTime` columns itself (the fact inserts); :func:`insert_tuples` takes
+  tuples already in stored form (the change feed's rows).
 
 Both store exactly what the SQLAlchemy path stores (``tests/test_perf_paths.py`` compares the raw rows).
 """
 
 from __future__ import annotations
 
+import operator
 import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -133,23 +135,36 @@ def fast_insert(conn: Connection, table: Table, columns: Sequence[str], rows: Se
         return
     cols = tuple(columns)
     stamped = [i for i, col in enumerate(cols) if isinstance(table.c[col].type, UtcDateTime)]
-    memo: dict[datetime, Any] = {}
-    tuples = []
-    for row in rows:
-        values = [row[col] for col in cols]
-        for i in stamped:
-            moment = values[i]
-            if moment is not None:
-                stored = memo.get(moment)
-                if stored is None:
-                    stored = memo[moment] = db_timestamp(conn, moment)
-                values[i] = stored
-        tuples.append(tuple(values))
+    pick = operator.itemgetter(*cols)  # one C call per row instead of a Python loop over the columns
+    if len(cols) == 1:
+        tuples = [(pick(row),) for row in rows]
+    elif not stamped:
+        tuples = [pick(row) for row in rows]
+    else:
+        memo: dict[datetime, Any] = {}
+        tuples = []
+        for row in rows:
+            values = list(pick(row))
+            for i in stamped:
+                moment = values[i]
+                if moment is not None:
+                    stored = memo.get(moment)
+                    if stored is None:
+                        stored = memo[moment] = db_timestamp(conn, moment)
+                    values[i] = stored
+            tuples.append(tuple(values))
+    insert_tuples(conn, table, cols, tuples)
+
+
+def insert_tuples(conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
+    """A plain INSERT of tuples in ``columns`` order, already in stored form (see :func:`db_timestamp`)."""
+    if not rows:
+        return
     q = conn.dialect.identifier_preparer.quote
     if conn.dialect.name == "postgresql":
-        _copy(conn, q(table.name), [q(c) for c in cols], tuples)
+        _copy(conn, q(table.name), [q(c) for c in columns], rows)
     else:
-        _send(conn, q(table.name), [q(c) for c in cols], tuples)
+        _send(conn, q(table.name), [q(c) for c in columns], rows)
 
 
 def _copy(conn: Connection, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:

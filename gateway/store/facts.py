@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, bindparam, func, select, update
 
-from gateway.store._upsert import fast_insert
+from gateway.store._upsert import db_timestamp, fast_insert, insert_tuples
 from gateway.store.db import lock_fact_writes
 from gateway.store.models import FactChange, FactCorrection, FactRow, PeriodClosure, PeriodReopening
 from gateway.types import Fact, scaled_text, to_scaled
@@ -44,7 +44,7 @@ REOPENING = PeriodReopening.__table__  # type: ignore[attr-defined]
 RETRACTED_HASH = "retracted"
 
 _FACT_COLUMNS = tuple(c.name for c in FACT.columns)  # an inserted row carries every column
-_CHANGE_COLUMNS = tuple(c.name for c in CHANGE.columns)
+_CHANGE_ROW = ("seq", "fact_id", "fact_key", "op", "agency", "period", "version", "committed_at", "snapshot")
 Origin = tuple[str, str, str]  # (source, stream, record_key)
 
 _VALUE_COLUMNS = (
@@ -351,6 +351,11 @@ def _correction(conn: Connection, key: str, old: Any, op: str, period: str, prop
 PreparedFacts = dict[str, dict[str, Any]]
 """natural key -> stored values with their ``value_hash``: what :func:`write_prepared` writes."""
 
+SnapshotParts = dict[str, tuple[str, str]]
+"""natural key -> the change-feed snapshot's JSON members that depend on the stored values alone: ``"fact_key"``
+.. ``"exempt"`` and ``"source"`` .. ``"lineage"``. The writer splices in id, state, version, change number and
+update time (:func:`_snapshot_text`), which gives ``orjson.dumps(snapshot(row))`` byte for byte."""
+
 
 def prepare_facts(facts: Sequence[Fact]) -> PreparedFacts:
     """The stored values of ``facts``; pure (no store access), so the engine runs it off the store's thread."""
@@ -362,6 +367,60 @@ def prepare_facts(facts: Sequence[Fact]) -> PreparedFacts:
     return wanted
 
 
+def prepare_snapshot_parts(wanted: PreparedFacts) -> SnapshotParts:
+    """The snapshot parts of ``wanted`` for :func:`write_prepared`; pure, so the engine runs it off the store's
+    thread (the writer would otherwise render them itself, on the thread that holds the write lock)."""
+    memo: dict[datetime, str] = {}
+    return {key: _snapshot_parts(key, values, memo) for key, values in wanted.items()}
+
+
+def _iso_text(value: datetime | None, memo: dict[datetime, str]) -> str | None:
+    # snapshot()'s rendering (UTC ISO 8601); a page's deadlines and completions repeat, hence the memo
+    if value is None:
+        return None
+    text = memo.get(value)
+    if text is None:
+        text = memo[value] = value.astimezone(UTC).isoformat()
+    return text
+
+
+def _snapshot_parts(key: str, v: Mapping[str, Any], memo: dict[datetime, str]) -> tuple[str, str]:
+    """The members of :func:`snapshot` computed from the stored values alone, in its order (see SnapshotParts)."""
+    values = {
+        "fact_key": key,
+        "item_key": v["item_key"],
+        "person_id": v["person_id"],
+        "role": v["role"],
+        "agency": v["agency"],
+        "unit": v["unit"],
+        "period": v["period"],
+        "product_code": v["product_code"],
+        "catalog_version": v["catalog_version"],
+        "rule_id": v["rule_id"],
+        "units": scaled_text(v["units_scaled"]),
+        "quantity": scaled_text(v["quantity_scaled"]),
+        "assigned": bool(v["assigned"]),
+        "completed": bool(v["completed"]),
+        "due_at": _iso_text(v["due_at"], memo),
+        "done_at": _iso_text(v["done_at"], memo),
+        "on_time": None if v["on_time"] is None else bool(v["on_time"]),
+        "delays": v["delays"],
+        "failed_reviews": v["failed_reviews"],
+        "exempt": bool(v["exempt"]),
+    }
+    origin = {"source": v["source"], "stream": v["stream"], "record_key": v["record_key"],
+              "lineage": orjson.Fragment(v["lineage"])}  # fmt: skip
+    return orjson.dumps(values)[1:-1].decode(), orjson.dumps(origin)[1:-1].decode()
+
+
+_SNAPSHOT_TEMPLATE = '{"id":%d,%s,"state":"active","version":%d,"change_seq":%d,%s,"updated_at":%s}'
+
+
+def _snapshot_text(parts: tuple[str, str], *, fact_id: int, version: int, seq: int, updated_json: str) -> str:
+    """``orjson.dumps(snapshot(row)).decode()`` of an active fact, from its prepared parts."""
+    return _SNAPSHOT_TEMPLATE % (fact_id, parts[0], version, seq, parts[1], updated_json)
+
+
 def write_facts(
     conn: Connection, *, origins: Iterable[Origin], facts: Sequence[Fact], now: datetime
 ) -> FactWriteResult:
@@ -371,10 +430,11 @@ def write_facts(
 
 def write_prepared(
     conn: Connection, *, origins: Iterable[Origin], wanted: PreparedFacts, now: datetime,
-    retract_keys: Sequence[str] = (),
+    retract_keys: Sequence[str] = (), snapshot_parts: SnapshotParts | None = None,
 ) -> FactWriteResult:
     """:func:`write_facts` for facts :func:`prepare_facts` prepared. ``retract_keys``: facts to retract by key
-    besides those of ``origins`` (a reopened period's retract corrections), with the same closed-period rules."""
+    besides those of ``origins`` (a reopened period's retract corrections), with the same closed-period rules.
+    ``snapshot_parts``: from :func:`prepare_snapshot_parts`; those missing are rendered here."""
     origin_list = list(dict.fromkeys(origins))
 
     # Lock before reading: the plan then sees everything the previous writer (or a period closure) committed,
@@ -391,42 +451,34 @@ def write_prepared(
 
     next_seq = (conn.execute(select(func.coalesce(func.max(CHANGE.c.seq), 0))).scalar_one()) + 1
     next_id = (conn.execute(select(func.coalesce(func.max(FACT.c.id), 0))).scalar_one()) + 1
-    changes: list[dict[str, Any]] = []
+    committed_at = db_timestamp(conn, now)
+    updated_json = orjson.dumps(now.astimezone(UTC).isoformat()).decode()
+    parts = snapshot_parts if snapshot_parts is not None else {}
+    memo: dict[datetime, str] = {}
+    changes: list[tuple[Any, ...]] = []  # in _CHANGE_ROW order
 
-    def record(row: dict[str, Any], op: str) -> None:
-        nonlocal next_seq
-        row["change_seq"] = next_seq
-        changes.append(
-            {
-                "seq": next_seq,
-                "fact_id": row["id"],
-                "fact_key": row["fact_key"],
-                "op": op,
-                "agency": row["agency"],
-                "period": row["period"],
-                "version": row["version"],
-                "committed_at": now,
-                "snapshot": orjson.dumps(snapshot(row, lineage_as_fragment=True)).decode(),
-            }
-        )
-        next_seq += 1
+    def active_snapshot(key: str, fact_id: int, version: int) -> str:
+        found = parts.get(key)
+        if found is None:
+            found = _snapshot_parts(key, wanted[key], memo)
+        return _snapshot_text(found, fact_id=fact_id, version=version, seq=next_seq, updated_json=updated_json)
+
+    def record(row: dict[str, Any], op: str, snapshot_json: str) -> None:
+        changes.append((row["change_seq"], row["id"], row["fact_key"], op, row["agency"], row["period"],
+                        row["version"], committed_at, snapshot_json))  # fmt: skip
 
     for row in work.inserts:
-        row.update(id=next_id, state="active", version=1, created_at=now, updated_at=now)
+        row.update(id=next_id, state="active", version=1, change_seq=next_seq, created_at=now, updated_at=now)
+        record(row, "insert", active_snapshot(row["fact_key"], next_id, 1))
         next_id += 1
-        record(row, "insert")
+        next_seq += 1
     update_rows: list[dict[str, Any]] = []
     for old, values in work.updates:
-        row = {
-            **values,
-            "id": old.id,
-            "fact_key": old.fact_key,
-            "state": "active",
-            "version": old.version + 1,
-            "created_at": old.created_at,
-            "updated_at": now,
-        }
-        record(row, "update")
+        version = old.version + 1
+        row = {**values, "id": old.id, "fact_key": old.fact_key, "state": "active", "version": version,
+               "change_seq": next_seq, "created_at": old.created_at, "updated_at": now}  # fmt: skip
+        record(row, "update", active_snapshot(old.fact_key, old.id, version))
+        next_seq += 1
         update_rows.append(row)
     retract_rows: list[dict[str, Any]] = []
     if work.retracts:
@@ -436,8 +488,10 @@ def write_prepared(
             for r in conn.execute(select(FACT).where(FACT.c.id.in_(chunk)))
         }
         for old in work.retracts:
-            row = {**full[old.fact_key], "state": "retracted", "version": old.version + 1, "updated_at": now}
-            record(row, "retract")
+            row = {**full[old.fact_key], "state": "retracted", "version": old.version + 1, "change_seq": next_seq,
+                   "updated_at": now}  # fmt: skip
+            record(row, "retract", orjson.dumps(snapshot(row, lineage_as_fragment=True)).decode())
+            next_seq += 1
             retract_rows.append(row)
 
     if work.inserts:
@@ -451,6 +505,6 @@ def write_prepared(
                     for r in rows
                 ],
             )
-    fast_insert(conn, CHANGE, _CHANGE_COLUMNS, changes)
+    insert_tuples(conn, CHANGE, _CHANGE_ROW, changes)
     result.inserted, result.updated, result.retracted = len(work.inserts), len(update_rows), len(retract_rows)
     return result

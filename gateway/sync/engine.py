@@ -140,6 +140,7 @@ class _PageWork:
     items: list[tuple[WorkItem, str, str | None]] = field(default_factory=list)
     item_rows: list[rec_store.EncodedWorkItem] = field(default_factory=list)
     facts: fact_store.PreparedFacts = field(default_factory=dict)
+    snapshots: fact_store.SnapshotParts = field(default_factory=dict)
     origins: list[tuple[str, str, str]] = field(default_factory=list)
     clean_keys: list[str] = field(default_factory=list)
     quarantine: list[rec_store.QuarantineEntry] = field(default_factory=list)
@@ -323,6 +324,7 @@ class SyncEngine:
             )  # fmt: skip
         work.item_rows = rec_store.encode_work_items(work.items)
         work.facts = fact_store.prepare_facts(facts)
+        work.snapshots = fact_store.prepare_snapshot_parts(work.facts)
         return work
 
     def _store_page(self, connector: Connector, stream: str, work: _PageWork, run_id: int,
@@ -334,7 +336,8 @@ class SyncEngine:
             rec_store.archive_encoded(conn, work.archived, fetched_at=now, run_id=run_id)
             self._failpoints.hit("page_archived")
             rec_store.save_encoded_work_items(conn, work.item_rows, now=now)
-            written = fact_store.write_prepared(conn, origins=work.origins, wanted=work.facts, now=now)
+            written = fact_store.write_prepared(conn, origins=work.origins, wanted=work.facts, now=now,
+                                                snapshot_parts=work.snapshots)
             self._failpoints.hit("facts_written")
             rec_store.quarantine(conn, work.quarantine, now=now)
             rec_store.resolve_quarantine(
