@@ -1,7 +1,8 @@
 """Engine construction and versioned schema migrations.
 
 SQLite (the default, a file) runs in WAL mode and opens every write transaction with ``BEGIN IMMEDIATE`` so
-two writers queue on the busy timeout instead of failing on lock upgrade. PostgreSQL is used as is; migrations
+two writers queue on the busy timeout instead of failing on lock upgrade; while a sync runs, a
+:class:`WalCheckpointer` thread checkpoints the WAL off the commit path. PostgreSQL is used as is; migrations
 there run under an advisory lock so replicas starting together migrate once.
 
 Migrations are numbered functions; ``schema_migration`` records which ones ran. A new column or table is a new
@@ -10,7 +11,11 @@ migration with explicit DDL, never an edit of an old one.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,11 +25,13 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from gateway.store import models as m
 
+log = logging.getLogger("kpigw.store")
+
 MIGRATION_LOCK_KEY = 0x4B5049_0001  # advisory lock id: "KPI" + 1
 FACT_WRITE_LOCK_KEY = 0x4B5049_0002  # serializes fact-change numbering (commit order)
 SQLITE_PAGE_SIZE = 16384  # for new files only; see _tune_sqlite
 SQLITE_CACHE_KIB = 16384
-SQLITE_CHECKPOINT_BYTES = 64 * 2**20
+SQLITE_CHECKPOINT_BYTES = 256 * 2**20  # WAL after which a writer checkpoints itself: WalCheckpointer's backstop
 
 
 @dataclass(frozen=True)
@@ -136,9 +143,11 @@ def _tune_sqlite(engine: Engine) -> None:
         # change-feed and work-item indexes, and re-reading their pages from the OS cost the store thread about
         # 10 % more CPU. (64 MiB measured no better and costs RSS per pooled connection.)
         cur.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
-        # A sync page writes a few MB: checkpointing every ~64 MB of WAL instead of every 4 MB (the default)
-        # turns many small fsync'd checkpoints that rewrite the same index pages into a few larger ones (the
-        # commit's wall time fell by about a third). The limit is in pages, so it follows the file's page size.
+        # A sync page writes a few MB: checkpointing after ~64 MB of WAL instead of every 4 MB (the default)
+        # turned many small fsync'd checkpoints that rewrite the same index pages into a few larger ones (the
+        # commit's wall time fell by about a third). While a sync runs, WalCheckpointer checkpoints every
+        # quarter second off the commit path, so the writers' limit is only a backstop that bounds the WAL (256
+        # MB). It is in pages, so it follows the file's page size.
         page_size = cur.execute("PRAGMA page_size").fetchone()[0]
         cur.execute(f"PRAGMA wal_autocheckpoint={SQLITE_CHECKPOINT_BYTES // page_size}")
         cur.close()
@@ -180,3 +189,73 @@ def lock_fact_writes(conn: Connection) -> None:
     """
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": FACT_WRITE_LOCK_KEY})
+
+
+class WalCheckpointer:
+    """Checkpoints a SQLite store's WAL on a thread and connection of its own while syncs write.
+
+    A writer that finds the WAL over its limit after a commit checkpoints it then and there: the page's
+    transaction waited for pages copied into the database file and an fsync. Checkpointing from here instead
+    (``PASSIVE``: it never blocks a reader or the writer) overlaps that work with the next page; SQLite copies
+    with the GIL released. The writers keep their own limit (:data:`SQLITE_CHECKPOINT_BYTES`) as a backstop,
+    so the WAL stays bounded if this thread falls behind or no sync runs. Durability is SQLite's: WAL +
+    ``synchronous=NORMAL`` either way. ``active()`` is re-entrant across threads: the thread runs while at
+    least one sync is inside it. A no-op on PostgreSQL and for in-memory SQLite.
+    """
+
+    def __init__(self, engine: Engine, *, interval: float = 0.25) -> None:
+        self._engine = engine
+        self._interval = interval
+        database = engine.url.database if engine.dialect.name == "sqlite" else None
+        self._enabled = bool(database) and database != ":memory:" and "mode=memory" not in str(engine.url)
+        self._guard = threading.Lock()
+        self._users = 0
+        self._stop: threading.Event | None = None
+        self._thread: threading.Thread | None = None
+        self.checkpoints = 0  # checkpoints run over a non-empty WAL (for tests)
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        if not self._enabled:
+            yield
+            return
+        with self._guard:
+            self._users += 1
+            if self._users == 1:
+                self._stop = threading.Event()
+                self._thread = threading.Thread(target=self._run, args=(self._stop,), name="kpigw-wal-checkpoint",
+                                                daemon=True)  # fmt: skip
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._guard:
+                self._users -= 1
+                stop, thread = (self._stop, self._thread) if self._users == 0 else (None, None)
+                if stop is not None:
+                    stop.set()
+                    self._stop = self._thread = None
+            if thread is not None:
+                thread.join()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    def _run(self, stop: threading.Event) -> None:
+        try:
+            conn = self._engine.raw_connection()  # WAL, busy timeout: set by _tune_sqlite's connect hook
+        except Exception as exc:  # the writers' own limit still checkpoints
+            log.warning("WAL checkpointer not started", extra={"error": f"{type(exc).__name__}: {exc}"})
+            return
+        try:
+            driver = conn.driver_connection
+            while not stop.wait(self._interval):
+                try:
+                    _busy, frames, _copied = driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()  # type: ignore[union-attr]
+                except sqlite3.Error as exc:
+                    log.warning("WAL checkpoint failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+                    continue
+                self.checkpoints += frames > 0
+        finally:
+            conn.close()

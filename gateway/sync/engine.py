@@ -32,6 +32,7 @@ from gateway.errors import GatewayError, RecordError, StreamError, TransientErro
 from gateway.metrics import Metrics
 from gateway.store import facts as fact_store
 from gateway.store import records as rec_store
+from gateway.store.db import WalCheckpointer
 from gateway.sync.failpoints import Failpoints
 from gateway.types import Fact, WorkItem
 
@@ -176,6 +177,7 @@ class SyncEngine:
         self._guard = threading.Lock()
         self._inserted = 0  # facts this process inserted (PostgreSQL: drives :meth:`_refresh_statistics`)
         self._analyze_at = _FIRST_ANALYZE
+        self._checkpointer = WalCheckpointer(engine)  # SQLite: checkpoints off the commit path while syncs run
 
     def run(self, connector: Connector, *, streams: Sequence[str] | None = None, trigger: str = "manual",
             should_continue: Callable[[], bool] | None = None) -> RunReport:
@@ -199,8 +201,9 @@ class SyncEngine:
             report = RunReport(source=source, run_id=run_id)
             logs.new_correlation_id(f"run-{run_id}")  # every log line of this run carries it
             health = self._metrics.source(source)
-            for stream in streams or connector.streams():
-                report.streams.append(self._run_stream(connector, stream, run_id, should_continue))
+            with self._checkpointer.active():
+                for stream in streams or connector.streams():
+                    report.streams.append(self._run_stream(connector, stream, run_id, should_continue))
             failed = [s for s in report.streams if s.error]
             quarantined = any(s.quarantined for s in report.streams)
             report.outcome = "failed" if failed else "partial" if quarantined else "success"
