@@ -16,6 +16,7 @@ Both store exactly what the SQLAlchemy path stores (``tests/test_perf_paths.py``
 
 from __future__ import annotations
 
+import itertools
 import operator
 import sqlite3
 from collections.abc import Mapping, Sequence
@@ -99,8 +100,8 @@ def _send(
     for start in range(0, len(rows), per_chunk):
         chunk = rows[start : start + per_chunk]
         values = ", ".join([row_marks] * len(chunk))
-        flat = [value for row in chunk for value in row]
-        conn.exec_driver_sql(f"INSERT INTO {table} ({names}) VALUES {values}{tail}", tuple(flat))  # noqa: S608
+        flat = tuple(itertools.chain.from_iterable(chunk))
+        conn.exec_driver_sql(f"INSERT INTO {table} ({names}) VALUES {values}{tail}", flat)  # noqa: S608
 
 
 _SQLITE_ROWS_PER_STATEMENT = 250  # the variable limit of the linked SQLite (999 on some builds) may lower it
