@@ -29,7 +29,7 @@ log = logging.getLogger("kpigw.store")
 
 MIGRATION_LOCK_KEY = 0x4B5049_0001  # advisory lock id: "KPI" + 1
 FACT_WRITE_LOCK_KEY = 0x4B5049_0002  # serializes fact-change numbering (commit order)
-SQLITE_PAGE_SIZE = 16384  # for new files only; see _tune_sqlite
+SQLITE_PAGE_SIZE = 8192  # for new files only; see _tune_sqlite
 SQLITE_CACHE_KIB = 16384
 SQLITE_CHECKPOINT_BYTES = 256 * 2**20  # WAL after which a writer checkpoints itself: WalCheckpointer's backstop
 
@@ -130,10 +130,11 @@ def _tune_sqlite(engine: Engine) -> None:
     def _on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves, below
         cur = dbapi_conn.cursor()
-        # Before anything creates the file: a new store gets 16 KiB pages (an existing one keeps its own). The
+        # Before anything creates the file: a new store gets 8 KiB pages (an existing one keeps its own). The
         # sync's rows are 1-2 KiB (change-feed snapshots, work items, raw payloads), of which a 4 KiB page held
-        # two at about 70 % fill; at 16 KiB the file of a 50,000-record sync fell from 623 to 516 MB, and the
-        # store thread's CPU (mostly SQLite writing those pages) by about 15 %. 8 and 32 KiB measured worse.
+        # two at about 70 % fill. Larger pages fill better but every random insert into an index (fact_key,
+        # item_key) dirties a whole page in the WAL, which grows with the store: at 200,000 records the sync
+        # measured 524 (4 KiB), 480 (8 KiB) and 493-496 (16 KiB) us of CPU per record; 16 KiB led at 50,000.
         cur.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
