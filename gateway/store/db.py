@@ -250,13 +250,15 @@ class WalCheckpointer:
             log.warning("WAL checkpointer not started", extra={"error": f"{type(exc).__name__}: {exc}"})
             return
         try:
-            driver = conn.driver_connection
+            driver = conn.driver_connection  # sqlite3's own connection: PRAGMA results without a transaction
             while not stop.wait(self._interval):
                 try:
+                    # union-attr: typed as any DBAPI connection, which need not have execute(); sqlite3's does
                     _busy, frames, _copied = driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()  # type: ignore[union-attr]
                 except sqlite3.Error as exc:
                     log.warning("WAL checkpoint failed", extra={"error": f"{type(exc).__name__}: {exc}"})
                     continue
-                self.checkpoints += frames > 0
+                if frames > 0:
+                    self.checkpoints += 1
         finally:
             conn.close()
