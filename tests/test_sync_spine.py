@@ -4,6 +4,7 @@ PostgreSQL; incremental sync across source mutations; auth expiry; retries; malf
 from __future__ import annotations
 
 import dataclasses
+import threading
 from datetime import datetime, timedelta
 
 from pydantic import SecretStr
@@ -175,3 +176,18 @@ def test_wrong_credentials_fail_the_stream_as_an_auth_error(make_runtime: Runtim
     assert report.outcome == "failed"
     assert {s.error_kind for s in report.streams} == {"AuthError"}
     assert count(runtime.db, "SELECT count(*) FROM fact") == 0
+
+
+def test_a_sqlite_sync_checkpoints_on_its_own_thread_only_while_it_runs(make_runtime: RuntimeFactory,
+                                                                          tmp_path) -> None:  # type: ignore[no-untyped-def]
+    runtime = make_runtime(f"sqlite:///{tmp_path}/s.db")
+    seen: list[bool] = []
+
+    def checkpointer_running() -> bool:  # asked before each page is stored
+        seen.append(any(t.name == "kpigw-wal-checkpoint" for t in threading.enumerate()))
+        return True
+
+    report = _sync(runtime, should_continue=checkpointer_running)
+    assert report.outcome in ("success", "partial"), report
+    assert seen and all(seen)
+    assert not any(t.name == "kpigw-wal-checkpoint" for t in threading.enumerate())
