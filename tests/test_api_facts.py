@@ -95,7 +95,7 @@ def test_cross_agency_probes_never_return_data(api: Api, keys: dict[str, str]) -
     for path, params in [
         ("/v1/facts", {"agency": "SNV"}), ("/v1/facts/changes", {"agency": "SNV"}),
         ("/v1/summaries", {"agency": "SNV", "period": "2026-01"}), ("/v1/corrections", {"agency": "SNV"}),
-        ("/v1/periods", {"agency": "SNV"}), ("/v1/periods/SNV/2026-01", {}),
+        ("/v1/periods", {"agency": "SNV"}), ("/v1/periods/SNV/2026-01", {}), ("/v1/reopenings", {"agency": "SNV"}),
         ("/v1/export", {"agency": "SNV", "unit": "SNV.TCCB", "period": "2026-01"}),
     ]:  # fmt: skip
         r = api.get(path, k, **params)
@@ -112,6 +112,7 @@ def test_cross_agency_probes_never_return_data(api: Api, keys: dict[str, str]) -
     # admin routes: a scoped admin cannot close another agency's month nor manage its clients
     h = {"X-API-Key": keys["skhcn_admin"]}
     assert api.http.post("/v1/periods/SNV/2026-01/close", headers=h).status_code == 403
+    assert api.http.post("/v1/periods/SNV/2026-01/reopen", headers=h, json={"reason": "probe"}).status_code == 403
     assert api.http.post("/v1/admin/clients/snv-app/keys", headers=h).status_code == 404
     assert api.get("/v1/admin/clients/snv-app/keys", keys["skhcn_admin"]).status_code == 404
     assert "snv-app" not in api.get("/v1/admin/clients", keys["skhcn_admin"]).text

@@ -94,8 +94,10 @@ def test_reopen_applies_the_corrections_once_and_closing_again_freezes_anew(api:
 
     assert api.http.get("/v1/periods/SKHCN/2026-01", headers=admin).status_code == 404  # open again
     kept = api.http.get("/v1/reopenings", headers=reader, params={"agency": "SKHCN"}).json()
-    assert [(r["period"], r["digest"], r["reason"]) for r in kept] == [("2026-01", closed["digest"], reason["reason"])]
-    assert api.http.get("/v1/reopenings", headers=other_admin).json() == []  # scoped like everything else
+    assert [(r["period"], r["digest"], r["reason"]) for r in kept["items"]] == [
+        ("2026-01", closed["digest"], reason["reason"])]
+    assert kept["next"] is None
+    assert api.http.get("/v1/reopenings", headers=other_admin).json()["items"] == []  # scoped like every read
     assert api.http.get("/v1/reopenings", headers=other_admin, params={"agency": "SKHCN"}).status_code == 403
 
     # open: a source change goes straight to the facts, no correction
@@ -110,6 +112,10 @@ def test_reopen_applies_the_corrections_once_and_closing_again_freezes_anew(api:
     assert second["corrections_applied"] == 1 and second["facts_updated"] == 1
     assert second["last_correction_id"] > body["last_correction_id"]
     assert _state(rt)["SKHCN:doc4|P0|lead"][2] == 60_000
+    first = api.http.get("/v1/reopenings", headers=reader, params={"limit": 1}).json()  # keyset pages
+    rest = api.http.get("/v1/reopenings", headers=reader, params={"limit": 1, "after": first["next"]}).json()
+    assert [r["reason"] for r in first["items"] + rest["items"]] == [reason["reason"], "lần hai"]
+    assert rest["next"] is None
     with rt.db.connect() as conn:
         logged = [orjson.loads(r.detail) for r in conn.execute(select(AUDIT.c.detail).where(
             AUDIT.c.action == "reopen_period").order_by(AUDIT.c.id))]  # fmt: skip

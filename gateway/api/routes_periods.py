@@ -14,7 +14,7 @@ from gateway.api.deps import AdminDep, ConnDep, ReaderDep, RuntimeDep
 from gateway.api.facts import decode_token, encode_token
 from gateway.api.problems import ApiError, problem_responses
 from gateway.api.routes_facts import MONTH, json
-from gateway.api.schemas import ClosureCheck, ClosureOut, CorrectionPage, ReopenIn, ReopeningOut
+from gateway.api.schemas import ClosureCheck, ClosureOut, CorrectionPage, ReopenIn, ReopeningOut, ReopeningPage
 from gateway.api.summaries import policy_summary
 from gateway.store import periods
 
@@ -72,12 +72,22 @@ def reopen(rt: RuntimeDep, caller: AdminDep, agency: Agency, period: Month, body
     return response
 
 
-@router.get("/reopenings", response_model=list[ReopeningOut], summary="Reopened months, oldest first")
-def get_reopenings(conn: ConnDep, caller: ReaderDep, agency: Annotated[str | None, Query(max_length=200)] = None,
-                   period: Annotated[str | None, Query(pattern=MONTH)] = None) -> Response:  # fmt: skip
+@router.get("/reopenings", response_model=ReopeningPage, summary="Reopened months, oldest first (keyset pages)")
+def get_reopenings(
+    rt: RuntimeDep, conn: ConnDep, caller: ReaderDep,
+    agency: Annotated[str | None, Query(max_length=200)] = None,
+    period: Annotated[str | None, Query(pattern=MONTH)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after: Annotated[str | None, Query(max_length=64)] = None,
+) -> Response:  # fmt: skip
     if agency is not None:
         caller.require_agency(agency)
-    return json(periods.list_reopenings(conn, scope=caller.scope, agency=agency, period=period, limit=1000))
+    size = min(limit, rt.settings.max_page_size)
+    items = periods.list_reopenings(conn, scope=caller.scope, agency=agency, period=period, limit=size + 1,
+                                    after=decode_token(after, "reo") if after else 0)  # fmt: skip
+    more = len(items) > size
+    items = items[:size]
+    return json({"items": items, "next": encode_token("reo", items[-1]["id"]) if more and items else None})
 
 
 @router.get("/periods/{agency}/{period}", response_model=ClosureCheck, responses=problem_responses(404),

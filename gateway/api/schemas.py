@@ -151,6 +151,11 @@ class ReopeningOut(BaseModel):
     corrections_applied: int | None = Field(default=None, description="given when the reopening is made")
 
 
+class ReopeningPage(BaseModel):
+    items: list[ReopeningOut]
+    next: str | None
+
+
 class CorrectionOut(BaseModel):
     id: int
     fact_id: int | None

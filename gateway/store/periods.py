@@ -209,8 +209,9 @@ def _reopening_view(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def list_reopenings(conn: Connection, *, scope: Scope, agency: str | None = None, period: str | None = None,
-                    limit: int = 100) -> list[dict[str, Any]]:  # fmt: skip
-    stmt = select(REOPENING).where(scope.where(REOPENING.c.agency)).order_by(REOPENING.c.id).limit(limit)
+                    after: int = 0, limit: int = 100) -> list[dict[str, Any]]:  # fmt: skip
+    stmt = (select(REOPENING).where(scope.where(REOPENING.c.agency), REOPENING.c.id > after)
+            .order_by(REOPENING.c.id).limit(limit))  # fmt: skip
     for column, value in ((REOPENING.c.agency, agency), (REOPENING.c.period, period)):
         if value is not None:
             stmt = stmt.where(column == value)
