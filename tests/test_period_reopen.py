@@ -92,6 +92,8 @@ def test_reopen_applies_the_corrections_once_and_closing_again_freezes_anew(api:
     assert sorted(c["op"] for c in changes) == ["insert", "retract", "update", "update"]
     assert len({c["committed_at"] for c in changes}) == 1
 
+    settled = api.http.get("/v1/corrections", headers=reader, params={"period": "2026-01"}).json()["items"]
+    assert len(settled) == 6 and {c["settled_by_reopening"] for c in settled} == {body["id"]}
     assert api.http.get("/v1/periods/SKHCN/2026-01", headers=admin).status_code == 404  # open again
     kept = api.http.get("/v1/reopenings", headers=reader, params={"agency": "SKHCN"}).json()
     assert [(r["period"], r["digest"], r["reason"]) for r in kept["items"]] == [
@@ -108,7 +110,11 @@ def test_reopen_applies_the_corrections_once_and_closing_again_freezes_anew(api:
     assert check["reproducible"] is True
     # a second reopening applies only what was recorded after the first one
     assert put(rt, [fact(4, units="6")], now=NOW + timedelta(minutes=4)).corrected == 1
+    pending = api.http.get("/v1/corrections", headers=reader, params={"period": "2026-01"}).json()["items"]
+    assert [c["settled_by_reopening"] for c in pending] == [body["id"]] * 6 + [None]
     second = api.http.post(url, headers=admin, json={"reason": "lần hai"}).json()
+    final = api.http.get("/v1/corrections", headers=reader, params={"period": "2026-01"}).json()["items"]
+    assert final[-1]["settled_by_reopening"] == second["id"]
     assert second["corrections_applied"] == 1 and second["facts_updated"] == 1
     assert second["last_correction_id"] > body["last_correction_id"]
     assert _state(rt)["SKHCN:doc4|P0|lead"][2] == 60_000

@@ -165,6 +165,9 @@ class CorrectionOut(BaseModel):
     op: Literal["insert", "update", "retract", "revert"]
     detected_at: str
     proposed: FactOut = Field(description="the fact as the source now gives it; the frozen fact is unchanged")
+    settled_by_reopening: int | None = Field(
+        default=None, description="the reopening that settled it (applied it, or found it superseded or stale); "
+        "null while its month is still closed")  # fmt: skip
 
 
 class CorrectionPage(BaseModel):

@@ -263,8 +263,24 @@ def list_corrections(conn: Connection, *, scope: Scope, agency: str | None = Non
                           (CORRECTION.c.fact_id, fact_id)):  # fmt: skip
         if value is not None:
             stmt = stmt.where(column == value)
+    rows = list(conn.execute(stmt))
+    settled = _settling_reopenings(conn, {(r.agency, r.period) for r in rows})
     return [
         {"id": r.id, "fact_id": r.fact_id, "fact_key": r.fact_key, "agency": r.agency, "period": r.period,
-         "op": r.op, "detected_at": r.detected_at.isoformat(), "proposed": orjson.loads(r.proposed)}
-        for r in conn.execute(stmt)
+         "op": r.op, "detected_at": r.detected_at.isoformat(), "proposed": orjson.loads(r.proposed),
+         "settled_by_reopening": next((rid for rid, upto in settled.get((r.agency, r.period), ())
+                                       if upto >= r.id), None)}
+        for r in rows
     ]  # fmt: skip
+
+
+def _settling_reopenings(conn: Connection, months: set[tuple[str, str]]) -> dict[tuple[str, str], list[Any]]:
+    """(agency, period) -> [(reopening id, last correction id it settled)] in id order, for ``months``."""
+    found: dict[tuple[str, str], list[Any]] = {}
+    for agency in sorted({a for a, _ in months}):
+        wanted = sorted(p for a, p in months if a == agency)
+        for r in conn.execute(select(REOPENING.c.id, REOPENING.c.period, REOPENING.c.last_correction_id)
+                              .where(REOPENING.c.agency == agency, REOPENING.c.period.in_(wanted))
+                              .order_by(REOPENING.c.id)):  # fmt: skip
+            found.setdefault((agency, r.period), []).append((r.id, r.last_correction_id))
+    return found
