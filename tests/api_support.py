@@ -18,14 +18,15 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 
 from gateway.api import create_app
 from gateway.runtime import Runtime, build_runtime
 from gateway.settings import Settings
 from gateway.standins.server import RunningServer, serve_in_thread
 from gateway.store import clients
-from gateway.store.facts import FactWriteResult, write_facts
+from gateway.store.facts import FACT, FactWriteResult, write_facts
+from gateway.store.periods import close_period, reopen_period
 from gateway.types import Fact, Role
 
 PG_URL = os.environ.get("KPIGW_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -93,6 +94,31 @@ def put(runtime: Runtime, facts: list[Fact], *, now: datetime = NOW) -> FactWrit
     with runtime.db.begin() as conn:
         origins = [(f.source, f.stream, f.record_key) for f in facts]
         return write_facts(conn, origins=origins, facts=facts, now=now)
+
+
+def close_month(runtime: Runtime, period: str, minutes: int = 0, agency: str = "SKHCN") -> None:
+    """Close (agency, period) as an admin would, ``minutes`` after NOW."""
+    with runtime.db.begin() as conn:
+        close_period(conn, agency=agency, period=period, by="t", policy={}, now=NOW + timedelta(minutes=minutes))
+
+
+def reopen_month(runtime: Runtime, period: str, minutes: int = 0, agency: str = "SKHCN") -> dict[str, Any]:
+    with runtime.db.begin() as conn:
+        return reopen_period(conn, agency=agency, period=period, by="t", reason="test",
+                             now=NOW + timedelta(minutes=minutes))  # fmt: skip
+
+
+def write_records(runtime: Runtime, records: list[str], facts: list[Fact], minutes: int) -> FactWriteResult:
+    """A sync page of e-office ``records`` (stream docs) that now yield exactly ``facts``."""
+    with runtime.db.begin() as conn:
+        return write_facts(conn, origins=[("eoffice", "docs", r) for r in records], facts=facts,
+                           now=NOW + timedelta(minutes=minutes))  # fmt: skip
+
+
+def fact_columns(runtime: Runtime, key: str, *columns: str) -> tuple[Any, ...]:
+    """The stored ``columns`` of the fact ``key``."""
+    with runtime.db.connect() as conn:
+        return tuple(conn.execute(select(*(FACT.c[c] for c in columns)).where(FACT.c.fact_key == key)).one())
 
 
 def new_key(runtime: Runtime, client_id: str, agencies: list[str], roles: tuple[str, ...] = ("read_facts",),

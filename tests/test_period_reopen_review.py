@@ -12,26 +12,20 @@ from sqlalchemy import select
 
 from gateway.runtime import Runtime
 from gateway.store.facts import CORRECTION, FACT
-from gateway.store.periods import close_period, reopen_period
+from gateway.store.periods import reopen_period
 from gateway.types import VN_TZ
-from tests.api_support import NOW, fact, make_runtime, put
+from tests.api_support import NOW, fact, fact_columns, make_runtime, put
+from tests.api_support import close_month as _close
+from tests.api_support import reopen_month as _reopen
+from tests.api_support import write_records as _write
 
 
-def _close(rt: Runtime, period: str, minutes: int = 0) -> None:
-    with rt.db.begin() as conn:
-        close_period(conn, agency="SKHCN", period=period, by="t", policy={}, now=NOW + timedelta(minutes=minutes))
+def _units(rt: Runtime, key: str) -> tuple[Any, ...]:
+    return fact_columns(rt, key, "state", "units_scaled")
 
 
-def _reopen(rt: Runtime, period: str, minutes: int = 0) -> dict[str, Any]:
-    with rt.db.begin() as conn:
-        return reopen_period(conn, agency="SKHCN", period=period, by="t", reason="test",
-                             now=NOW + timedelta(minutes=minutes))  # fmt: skip
-
-
-def _units(rt: Runtime, key: str) -> tuple[str, int]:
-    with rt.db.connect() as conn:
-        row = conn.execute(select(FACT.c.state, FACT.c.units_scaled).where(FACT.c.fact_key == key)).one()
-        return row.state, row.units_scaled
+def _row(rt: Runtime, key: str) -> tuple[Any, ...]:
+    return fact_columns(rt, key, "state", "period")
 
 
 def test_a_correction_equal_to_one_applied_by_an_earlier_reopening_is_recorded(store_url: str,
@@ -190,20 +184,6 @@ def test_a_sync_waiting_on_a_reopening_writes_the_open_month_directly(store_url:
     assert results and results[0].corrected == 0 and results[0].updated == 1, results
     assert _units(rt, "SKHCN:doc1|P1|lead") == ("active", 40_000)
     rt.close()
-
-
-def _write(rt: Runtime, origins: list[str], facts: list[Any], minutes: int) -> Any:
-    from gateway.store.facts import write_facts
-
-    with rt.db.begin() as conn:
-        return write_facts(conn, origins=[("eoffice", "docs", r) for r in origins], facts=facts,
-                           now=NOW + timedelta(minutes=minutes))  # fmt: skip
-
-
-def _row(rt: Runtime, key: str) -> tuple[str, str]:
-    with rt.db.connect() as conn:
-        row = conn.execute(select(FACT.c.state, FACT.c.period).where(FACT.c.fact_key == key)).one()
-        return row.state, row.period
 
 
 def test_a_move_into_a_closed_month_then_back_out_is_not_undone_by_the_reopening(store_url: str,

@@ -4,33 +4,17 @@ being usable on both backends. SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, select
 
 from gateway.runtime import Runtime
-from gateway.store.facts import CORRECTION, FACT, write_facts
-from gateway.store.periods import close_period, reopen_period
-from tests.api_support import NOW, fact, make_runtime, put
-
-
-def _close(rt: Runtime, period: str, minutes: int = 0, agency: str = "SKHCN") -> None:
-    with rt.db.begin() as conn:
-        close_period(conn, agency=agency, period=period, by="t", policy={}, now=NOW + timedelta(minutes=minutes))
-
-
-def _reopen(rt: Runtime, period: str, minutes: int = 0, agency: str = "SKHCN") -> dict[str, Any]:
-    with rt.db.begin() as conn:
-        return reopen_period(conn, agency=agency, period=period, by="t", reason="test",
-                             now=NOW + timedelta(minutes=minutes))  # fmt: skip
-
-
-def _write(rt: Runtime, records: list[str], facts: list[Any], minutes: int) -> Any:
-    with rt.db.begin() as conn:
-        return write_facts(conn, origins=[("eoffice", "docs", r) for r in records], facts=facts,
-                           now=NOW + timedelta(minutes=minutes))  # fmt: skip
+from gateway.store.facts import CORRECTION, FACT
+from tests.api_support import close_month as _close
+from tests.api_support import fact, make_runtime, put
+from tests.api_support import reopen_month as _reopen
+from tests.api_support import write_records as _write
 
 
 def _corrections(rt: Runtime) -> list[tuple[str, str, str]]:

@@ -189,9 +189,8 @@ def list_changes(conn: Connection, *, scope: Scope, after: str | None, limit: in
             .order_by(CHANGE.c.seq).limit(page_size + 1))  # fmt: skip
     if agency is not None:
         stmt = stmt.where(CHANGE.c.agency == agency)
-    result = conn.execute(stmt)
-    rows = result.cursor.fetchall()  # the driver's tuples: no Row object per change
-    result.close()
+    with conn.execute(stmt) as result:
+        rows = result.cursor.fetchall()  # the driver's tuples: no Row object per change
     more = len(rows) > page_size
     rows = rows[:page_size]
     read_stamp = _stamp_reader(conn)

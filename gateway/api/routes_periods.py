@@ -3,8 +3,9 @@ and reopenings."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
@@ -16,6 +17,7 @@ from gateway.api.problems import ApiError, problem_responses
 from gateway.api.routes_facts import MONTH, json
 from gateway.api.schemas import ClosureCheck, ClosureOut, CorrectionPage, ReopenIn, ReopeningOut, ReopeningPage
 from gateway.api.summaries import policy_summary
+from gateway.runtime import Runtime
 from gateway.store import periods
 
 router = APIRouter(prefix="/v1", tags=["periods"], responses=problem_responses(400, 401, 403, 422, 429))
@@ -82,12 +84,9 @@ def get_reopenings(
 ) -> Response:  # fmt: skip
     if agency is not None:
         caller.require_agency(agency)
-    size = min(limit, rt.settings.max_page_size)
-    items = periods.list_reopenings(conn, scope=caller.scope, agency=agency, period=period, limit=size + 1,
-                                    after=decode_token(after, "reo") if after else 0)  # fmt: skip
-    more = len(items) > size
-    items = items[:size]
-    return json({"items": items, "next": encode_token("reo", items[-1]["id"]) if more and items else None})
+    items, token = _keyset_page(rt, "reo", limit, after, lambda size, start: periods.list_reopenings(
+        conn, scope=caller.scope, agency=agency, period=period, limit=size, after=start))  # fmt: skip
+    return json({"items": items, "next": token})
 
 
 @router.get("/periods/{agency}/{period}", response_model=ClosureCheck, responses=problem_responses(404),
@@ -112,11 +111,22 @@ def get_corrections(
 ) -> Response:  # fmt: skip
     if agency is not None:
         caller.require_agency(agency)
-    size = min(limit, rt.settings.max_page_size)
-    items = periods.list_corrections(conn, scope=caller.scope, agency=agency, period=period, limit=size + 1,
-                                     after=decode_token(after, "cor") if after else 0)  # fmt: skip
-    more = len(items) > size
-    items = items[:size]
+    items, token = _keyset_page(rt, "cor", limit, after, lambda size, start: periods.list_corrections(
+        conn, scope=caller.scope, agency=agency, period=period, limit=size, after=start))  # fmt: skip
     audit.record_read(conn, caller, action="read_corrections", rows=len(items),
                       filters={"agency": agency, "period": period, "after": after})  # fmt: skip
-    return json({"items": items, "next": encode_token("cor", items[-1]["id"]) if more and items else None})
+    return json({"items": items, "next": token})
+
+
+Rows = list[dict[str, Any]]
+
+
+def _keyset_page(rt: Runtime, kind: str, limit: int, after: str | None,
+                 fetch: Callable[[int, int], Rows]) -> tuple[Rows, str | None]:  # fmt: skip
+    """A page of rows in ``id`` order after the ``kind`` token, capped, and the token of the next page (None at the
+    end). ``fetch(limit, after_id)`` reads one row more than the page, to know whether another follows."""
+    size = min(limit, rt.settings.max_page_size)
+    items = fetch(size + 1, decode_token(after, kind) if after else 0)
+    more = len(items) > size
+    items = items[:size]
+    return items, encode_token(kind, items[-1]["id"]) if more and items else None

@@ -23,7 +23,7 @@ a reader following ``seq > N`` can never see N+2 committed while N+1 is still in
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -136,26 +136,7 @@ def snapshot(row: Mapping[str, Any], *, lineage_as_fragment: bool = False) -> di
     lineage = row["lineage"]
     return {
         "id": row["id"],
-        "fact_key": row["fact_key"],
-        "item_key": row["item_key"],
-        "person_id": row["person_id"],
-        "role": row["role"],
-        "agency": row["agency"],
-        "unit": row["unit"],
-        "period": row["period"],
-        "product_code": row["product_code"],
-        "catalog_version": row["catalog_version"],
-        "rule_id": row["rule_id"],
-        "units": scaled_text(row["units_scaled"]),
-        "quantity": scaled_text(row["quantity_scaled"]),
-        "assigned": bool(row["assigned"]),
-        "completed": bool(row["completed"]),
-        "due_at": iso(row["due_at"]),
-        "done_at": iso(row["done_at"]),
-        "on_time": None if row["on_time"] is None else bool(row["on_time"]),
-        "delays": row["delays"],
-        "failed_reviews": row["failed_reviews"],
-        "exempt": bool(row["exempt"]),
+        **_value_members(row["fact_key"], row, iso),
         "state": row["state"],
         "version": row["version"],
         "change_seq": row["change_seq"],
@@ -297,6 +278,8 @@ def _plan(conn: Connection, wanted: dict[str, dict[str, Any]], origin_list: list
 
 _Pending = tuple[str, Any, str, str, str, dict[str, Any]]
 """A correction awaiting de-duplication: (fact_key, old row or None, op, closed period, proposed hash, values)."""
+
+
 def _moved_in_then_dropped(conn: Connection, dormant: list[Any], closed: set[tuple[str, str]],
                            now: datetime) -> list[dict[str, Any]]:  # fmt: skip
     """Retract corrections for facts whose record now yields nothing while a correction of a closed month still
@@ -384,10 +367,10 @@ def _iso_text(value: datetime | None, memo: dict[datetime, str]) -> str | None:
     return text
 
 
-def _snapshot_parts(key: str, v: Mapping[str, Any], memo: dict[datetime, str]) -> tuple[str, str]:
-    """The members of :func:`snapshot` computed from the stored values alone, in its order (see SnapshotParts)."""
-    values = {
-        "fact_key": key,
+def _value_members(fact_key: str, v: Mapping[str, Any], iso: Callable[[datetime | None], str | None]) -> dict[str, Any]:
+    """The members of :func:`snapshot` from ``"fact_key"`` to ``"exempt"``, in its order: the fact's values."""
+    return {
+        "fact_key": fact_key,
         "item_key": v["item_key"],
         "person_id": v["person_id"],
         "role": v["role"],
@@ -401,13 +384,18 @@ def _snapshot_parts(key: str, v: Mapping[str, Any], memo: dict[datetime, str]) -
         "quantity": scaled_text(v["quantity_scaled"]),
         "assigned": bool(v["assigned"]),
         "completed": bool(v["completed"]),
-        "due_at": _iso_text(v["due_at"], memo),
-        "done_at": _iso_text(v["done_at"], memo),
+        "due_at": iso(v["due_at"]),
+        "done_at": iso(v["done_at"]),
         "on_time": None if v["on_time"] is None else bool(v["on_time"]),
         "delays": v["delays"],
         "failed_reviews": v["failed_reviews"],
         "exempt": bool(v["exempt"]),
     }
+
+
+def _snapshot_parts(key: str, v: Mapping[str, Any], memo: dict[datetime, str]) -> tuple[str, str]:
+    """The members of :func:`snapshot` computed from the stored values alone, in its order (see SnapshotParts)."""
+    values = _value_members(key, v, lambda moment: _iso_text(moment, memo))
     origin = {"source": v["source"], "stream": v["stream"], "record_key": v["record_key"],
               "lineage": orjson.Fragment(v["lineage"])}  # fmt: skip
     return orjson.dumps(values)[1:-1].decode(), orjson.dumps(origin)[1:-1].decode()
