@@ -49,6 +49,15 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU of another process (Linux /proc), or None where /proc is not there."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def sys_seconds() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_stime
 
@@ -144,9 +153,12 @@ def main() -> None:
                 print(f"\r  {len(samples)}s  rss {samples[-1]:.0f} MB", end="", file=sys.stderr, flush=True)
 
         threading.Thread(target=sample, daemon=True).start()
+        source_pid = server.pid if server is not None else None
+        source_started = process_cpu_seconds(source_pid) if source_pid else None
         started, cpu_started, sys_started = time.perf_counter(), cpu_seconds(), sys_seconds()
         report = runtime.sync.run(connector, trigger="bench")
         seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
+        source_ended = process_cpu_seconds(source_pid) if source_pid else None
         system = sys_seconds() - sys_started
         done.set()
         connector.close()
@@ -168,6 +180,9 @@ def main() -> None:
             "gateway_cpu_s": round(cpu, 2),  # user + system CPU of this process: above "seconds" = parallel work
             "cpu_us_per_record": round(cpu / max(report.read, 1) * 1e6, 1),
             "gateway_sys_s": round(system, 2),  # of which in the kernel (mostly the store's file I/O)
+            # the stand-in's own CPU (its process): the share of the machine the gateway cannot have
+            "source_cpu_s": None if source_started is None or source_ended is None
+            else round(source_ended - source_started, 2),
             "facts": facts,
             "raw_archived": raw,
             "peak_rss_mb": round(rss_mb(), 1),
