@@ -159,6 +159,9 @@ def main() -> None:
         report = runtime.sync.run(connector, trigger="bench")
         seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
         source_ended = process_cpu_seconds(source_pid) if source_pid else None
+        preparer = runtime.sync.preparer
+        workers = preparer.worker_pids() if preparer is not None else []
+        workers_cpu = [process_cpu_seconds(pid) for pid in workers]
         system = sys_seconds() - sys_started
         done.set()
         connector.close()
@@ -183,6 +186,8 @@ def main() -> None:
             # the stand-in's own CPU (its process): the share of the machine the gateway cannot have
             "source_cpu_s": None if source_started is None or source_ended is None
             else round(source_ended - source_started, 2),
+            "prepare_workers": len(workers),  # processes preparing pages (KPIGW_PREPARE_WORKERS), their CPU:
+            "prepare_workers_cpu_s": round(sum(c for c in workers_cpu if c is not None), 2),
             "facts": facts,
             "raw_archived": raw,
             "peak_rss_mb": round(rss_mb(), 1),

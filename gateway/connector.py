@@ -8,6 +8,11 @@ injected (:class:`ConnectorContext`: an HTTP client factory, the retry policy, t
   is safe to commit once the page is stored;
 - ``normalize(record)`` turns one source record into work items (raises ``NormalizeError`` for a bad record).
 
+Optionally, ``normalizer_recipe()`` returns a :class:`NormalizerRecipe`: how to build the same ``normalize`` in
+another process. With one, the sync engine prepares pages (normalize, value, encode) in worker processes, off
+the interpreter lock of the process that fetches and stores (:mod:`gateway.sync.prepare`); without one, a
+connector's pages are prepared in the gateway's process, as before.
+
 Connector kinds are registered under the ``kpigw.connectors`` entry-point group; a third-party package adds
 one by declaring ``[project.entry-points."kpigw.connectors"] mykind = "pkg.module:MyConnector"``.
 """
@@ -64,6 +69,22 @@ class ConnectorContext:
     secrets: Callable[[str], str]
     config_dir: Path
     observe_request: Callable[[str, str, str, float], None] = field(default=lambda *_: None)
+
+
+Normalize = Callable[[SourceRecord], Sequence[WorkItem]]
+
+
+@dataclass(frozen=True, slots=True)
+class NormalizerRecipe:
+    """``build(*args)`` returns a connector's ``normalize``, in any process.
+
+    ``build`` must be a module-level function (it travels by name) and ``args`` plain picklable data: the
+    stream configuration, never the connector's clients or credentials. The result must normalize every record
+    exactly as the connector's own ``normalize`` does; ``tests/test_prepare_workers.py`` checks this for the
+    bundled connectors."""
+
+    build: Callable[..., Normalize]
+    args: tuple[Any, ...]
 
 
 @runtime_checkable

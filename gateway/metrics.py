@@ -124,6 +124,11 @@ class Metrics:
         self.source_paused = Gauge(
             "kpigw_source_paused", "1 while an operator has the source paused", ["source"], registry=r
         )
+        self.pages_prepared = Counter(
+            "kpigw_sync_pages_prepared_total",
+            "Pages prepared for the store (normalize, value, encode) by a worker process or by the engine's own",
+            ["source", "where"], registry=r,
+        )  # fmt: skip
         self.cursor_commits = Counter(
             "kpigw_offset_commits_total", "Cursor checkpoints committed", ["source", "stream"], registry=r
         )

@@ -26,6 +26,7 @@ from gateway.sources import SourceSpec, load_sources
 from gateway.store import make_engine, migrate
 from gateway.sync.engine import SyncEngine
 from gateway.sync.failpoints import Failpoints
+from gateway.sync.prepare import default_workers, shared_preparer
 from gateway.sync.scheduler import Scheduler
 
 log = logging.getLogger("kpigw")
@@ -99,8 +100,9 @@ def build_runtime(
     mappings = MappingHolder(settings.mappings_dir)
     sources = load_sources(settings.sources_dir, env=env)
     kwargs: dict[str, Any] = {"clock": clock} if clock else {}
+    workers = settings.prepare_workers if settings.prepare_workers is not None else default_workers()
     sync = SyncEngine(engine=db, valuer=lambda: mappings.current, metrics=metrics, replica=settings.replica_id,
-                      failpoints=Failpoints.from_env(), **kwargs)
+                      failpoints=Failpoints.from_env(), preparer=shared_preparer(workers), **kwargs)
     StoreMetrics(db=db, metrics=metrics, sources=sources).register()  # quarantine, facts, freshness from the store
     return Runtime(settings=settings, db=db, metrics=metrics, mappings=mappings, sources=sources, sync=sync,
                    transport=transport, retry=retry or RetryPolicy())

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     port: int = 8000
     scheduler: bool = True
     max_concurrent_syncs: int = 4
+    # Worker processes preparing sync pages (normalize, value, encode); None: one per core beyond the first, at
+    # most four; 0: prepare on a thread of the gateway's process (gateway/sync/prepare.py).
+    prepare_workers: int | None = Field(default=None, ge=0, le=32)
     lease_seconds: float = 60.0
     replica_id: str = Field(default_factory=_replica_id)
     metrics_token: SecretStr | None = None

@@ -66,6 +66,11 @@ class SourceRecord:
     payload: Mapping[str, Any]
     cursor_value: str | None = None
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Records cross to the page-preparing worker processes by the hundred thousand: positional arguments
+        # pickle and load in C, where a slots dataclass's default state goes through dataclasses.fields().
+        return SourceRecord, (self.source, self.stream, self.key, self.payload, self.cursor_value)
+
 
 @dataclass(frozen=True, slots=True)
 class Participant:

@@ -18,7 +18,13 @@ import orjson
 
 from connectors._records import key_and_cursor, lower_bound
 from connectors.auth import build_auth
-from connectors.declarative.config import CursorKeysetPaginator, RestSourceConfig, StreamConfig, SubRequest
+from connectors.declarative.config import (
+    CursorKeysetPaginator,
+    NormalizeConfig,
+    RestSourceConfig,
+    StreamConfig,
+    SubRequest,
+)
 from connectors.declarative.fieldmap import (
     compile_normalizer,
     date_parser,
@@ -28,7 +34,7 @@ from connectors.declarative.fieldmap import (
     path_getter,
 )
 from connectors.declarative.paginators import build_paginator
-from gateway.connector import CheckResult, ConnectorContext, Page, RecordProblem
+from gateway.connector import CheckResult, ConnectorContext, Normalize, NormalizerRecipe, Page, RecordProblem
 from gateway.errors import AuthError, GatewayError, ProtocolError, SourceUnavailable
 from gateway.http import HttpLimits, fetch
 from gateway.types import SourceRecord, WorkItem
@@ -55,6 +61,16 @@ class _Stream:
         self.parse_cursor = date_parser(cur.format) if cur else None
         self.lookback = parse_duration(cur.lookback) if cur else None
         self.sub_paths = [(sub, key_template(sub.path), path_getter(sub.records)) for sub in cfg.sub_requests]
+
+
+def stream_normalizer(maps: Mapping[str, NormalizeConfig], id_system: str) -> Normalize:
+    """:meth:`RestConnector.normalize` built from the streams' field maps alone, in any process."""
+    compiled = {stream: compile_normalizer(cfg, id_system=id_system) for stream, cfg in maps.items()}
+
+    def normalize(record: SourceRecord) -> Sequence[WorkItem]:
+        return [compiled[record.stream](record)]
+
+    return normalize
 
 
 class RestConnector:
@@ -284,3 +300,7 @@ class RestConnector:
 
     def normalize(self, record: SourceRecord) -> Sequence[WorkItem]:
         return [self._streams[record.stream].normalize(record)]
+
+    def normalizer_recipe(self) -> NormalizerRecipe:
+        maps = {name: cfg.normalize for name, cfg in self.cfg.streams.items()}  # the field maps, nothing else
+        return NormalizerRecipe(stream_normalizer, (maps, self.cfg.id_system))

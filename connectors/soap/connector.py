@@ -21,7 +21,7 @@ from lxml import etree
 
 from connectors._records import key_and_cursor, lower_bound
 from connectors.auth import apply_ws_security, soap_body_values
-from connectors.declarative.config import CursorKeysetPaginator
+from connectors.declarative.config import CursorKeysetPaginator, NormalizeConfig
 from connectors.declarative.fieldmap import (
     compile_normalizer,
     date_parser,
@@ -31,7 +31,7 @@ from connectors.declarative.fieldmap import (
     path_getter,
 )
 from connectors.declarative.paginators import build_paginator
-from connectors.edxml.normalize import compile_edxml_normalizer
+from connectors.edxml.normalize import EdxmlNormalizeConfig, compile_edxml_normalizer
 from connectors.soap._envelope import (
     HostileResponse,
     PayloadError,
@@ -52,7 +52,7 @@ from connectors.soap.config import (
     WsSecurityCredentials,
 )
 from connectors.xmlsafe import UnsafeXml, XmlLimits
-from gateway.connector import CheckResult, ConnectorContext, Page, RecordProblem
+from gateway.connector import CheckResult, ConnectorContext, Normalize, NormalizerRecipe, Page, RecordProblem
 from gateway.errors import ConfigError, GatewayError
 from gateway.http import HttpLimits, fetch, raise_for_status
 from gateway.types import SourceRecord, WorkItem
@@ -68,14 +68,32 @@ class _Stream:
         self.key_of: Callable[[Mapping[str, Any]], Any] = (
             _lenient(key_template(cfg.key)) if "{" in cfg.key else path_getter(cfg.key)
         )
-        if cfg.edxml is not None:
-            self.normalize = compile_edxml_normalizer(cfg.edxml, id_system=id_system)
-        elif cfg.normalize is not None:
-            self.normalize = compile_normalizer(cfg.normalize, id_system=id_system)
+        self.normalize = _compile_one((cfg.normalize, cfg.edxml), id_system)
         cur = cfg.cursor
         self.cursor_of = path_getter(cur.field) if cur else None
         self.parse_cursor = date_parser(cur.format) if cur else None
         self.lookback = parse_duration(cur.lookback) if cur else None
+
+
+_StreamMaps = tuple[NormalizeConfig | None, EdxmlNormalizeConfig | None]  # a stream has exactly one of them
+
+
+def _compile_one(maps: _StreamMaps, id_system: str) -> Callable[[SourceRecord], WorkItem]:
+    field_map, edxml = maps
+    if edxml is not None:
+        return compile_edxml_normalizer(edxml, id_system=id_system)
+    assert field_map is not None  # SoapStreamConfig allows exactly one of the two
+    return compile_normalizer(field_map, id_system=id_system)
+
+
+def stream_normalizer(streams: Mapping[str, _StreamMaps], id_system: str) -> Normalize:
+    """:meth:`SoapConnector.normalize` built from the streams' field maps alone, in any process."""
+    compiled = {name: _compile_one(maps, id_system) for name, maps in streams.items()}
+
+    def normalize(record: SourceRecord) -> Sequence[WorkItem]:
+        return [compiled[record.stream](record)]
+
+    return normalize
 
 
 def _lenient(render: Callable[[Mapping[str, Any]], str]) -> Callable[[Mapping[str, Any]], str | None]:
@@ -323,6 +341,10 @@ class SoapConnector:
 
     def normalize(self, record: SourceRecord) -> Sequence[WorkItem]:
         return [self._streams[record.stream].normalize(record)]
+
+    def normalizer_recipe(self) -> NormalizerRecipe:
+        maps = {name: (cfg.normalize, cfg.edxml) for name, cfg in self.cfg.streams.items()}  # nothing else
+        return NormalizerRecipe(stream_normalizer, (maps, self.cfg.id_system))
 
 
 def _zeep_records(result: Any, path: str) -> list[Any]:

@@ -38,7 +38,7 @@ from connectors.auth import build_auth, tls_context
 from connectors.edxml import EdxmlError, EdxmlNormalizeConfig, compile_edxml_normalizer, read_packet
 from connectors.vxp.config import VxpSourceConfig
 from connectors.xmlsafe import XmlError, XmlLimits
-from gateway.connector import CheckResult, ConnectorContext, Page, RecordProblem
+from gateway.connector import CheckResult, ConnectorContext, Normalize, NormalizerRecipe, Page, RecordProblem
 from gateway.errors import AuthError, ProtocolError, SourceUnavailable
 from gateway.http import HttpLimits, fetch
 from gateway.types import VN_TZ, SourceRecord, WorkItem
@@ -76,6 +76,33 @@ def _created(row: Mapping[str, Any]) -> str | None:
         return None
 
 
+def _shaped(record: SourceRecord) -> SourceRecord:
+    """A VXP record in the shape the edXML normalizer reads: a document, or a status alone with the document it
+    answers for, as far as it tells."""
+    payload = record.payload
+    status = payload.get("status")
+    if isinstance(status, Mapping):
+        rf = status.get("response_for") or {}
+        stub: dict[str, Any] = {
+            "kind": "document", "from": {"OrganId": rf.get("OrganId")}, "number_symbol": rf.get("Code"),
+            "document_id": rf.get("DocumentId"), "to": [],
+        }  # fmt: skip
+        shaped: Mapping[str, Any] = {"document": stub, "statuses": [status]}
+    else:
+        shaped = {"document": payload.get("document"), "statuses": []}
+    return SourceRecord(record.source, record.stream, record.key, shaped, record.cursor_value)
+
+
+def vxp_normalizer(edxml: EdxmlNormalizeConfig, id_system: str) -> Normalize:
+    """:meth:`VxpConnector.normalize` built from its edXML settings alone, in any process."""
+    compiled = compile_edxml_normalizer(edxml, id_system=id_system)
+
+    def normalize(record: SourceRecord) -> Sequence[WorkItem]:
+        return [compiled(_shaped(record))]
+
+    return normalize
+
+
 class VxpConnector:
     config_model = VxpSourceConfig
 
@@ -89,8 +116,8 @@ class VxpConnector:
         self._xml_limits = XmlLimits(max_bytes=lim.max_bytes, max_depth=64)
         self._auth = build_auth(self.cfg.auth)
         self._client: httpx.Client | None = None
-        edxml = EdxmlNormalizeConfig(key=self.cfg.edxml.key, agencies=self.cfg.edxml.agencies)
-        self._normalize = compile_edxml_normalizer(edxml, id_system=self.cfg.id_system)
+        self._edxml = EdxmlNormalizeConfig(key=self.cfg.edxml.key, agencies=self.cfg.edxml.agencies)
+        self._normalize = compile_edxml_normalizer(self._edxml, id_system=self.cfg.id_system)
 
     # -- plumbing ---------------------------------------------------------------------------------------
 
@@ -207,15 +234,7 @@ class VxpConnector:
         return records, problems
 
     def normalize(self, record: SourceRecord) -> Sequence[WorkItem]:
-        payload = record.payload
-        status = payload.get("status")
-        if isinstance(status, Mapping):  # a status alone: the document it answers for, as far as it tells
-            rf = status.get("response_for") or {}
-            stub: dict[str, Any] = {
-                "kind": "document", "from": {"OrganId": rf.get("OrganId")}, "number_symbol": rf.get("Code"),
-                "document_id": rf.get("DocumentId"), "to": [],
-            }  # fmt: skip
-            shaped: Mapping[str, Any] = {"document": stub, "statuses": [status]}
-        else:
-            shaped = {"document": payload.get("document"), "statuses": []}
-        return [self._normalize(SourceRecord(record.source, record.stream, record.key, shaped, record.cursor_value))]
+        return [self._normalize(_shaped(record))]
+
+    def normalizer_recipe(self) -> NormalizerRecipe:
+        return NormalizerRecipe(vxp_normalizer, (self._edxml, self.cfg.id_system))

@@ -26,7 +26,7 @@ from gateway.ops._errors import Conflict, Invalid, NotFound
 from gateway.ops.audit import record_action
 from gateway.store import facts as fact_store
 from gateway.store import records as rec_store
-from gateway.sync.engine import Valuer
+from gateway.sync.prepare import Valuer
 from gateway.types import Fact, SourceRecord, WorkItem
 
 Q = rec_store.QUARANTINE

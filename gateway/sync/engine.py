@@ -17,48 +17,28 @@ import contextvars
 import logging
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 
 from gateway import logs
 from gateway.connector import Connector, Page
-from gateway.errors import GatewayError, RecordError, StreamError, TransientError
+from gateway.errors import GatewayError, StreamError, TransientError
 from gateway.metrics import Metrics
 from gateway.store import facts as fact_store
 from gateway.store import records as rec_store
 from gateway.store.db import WalCheckpointer
 from gateway.sync.failpoints import Failpoints
-from gateway.types import Fact, WorkItem
+from gateway.sync.prepare import PackedRecipe, PreparedPage, ProcessPreparer, Ticket, Valuer, prepare_records
 
 log = logging.getLogger("kpigw.sync")
-
-
-class Problem(Protocol):
-    @property
-    def kind(self) -> str: ...
-    @property
-    def detail(self) -> str: ...
-    @property
-    def quarantine(self) -> bool: ...
-
-
-class ValuationLike(Protocol):  # read-only members: a frozen Valuation with list fields matches
-    @property
-    def facts(self) -> Sequence[Fact]: ...
-    @property
-    def unmatched(self) -> bool: ...
-    @property
-    def problems(self) -> Sequence[Problem]: ...
-
-
-class Valuer(Protocol):
-    def value(self, item: WorkItem, *, raw: Mapping[str, str]) -> ValuationLike: ...
 
 
 @dataclass
@@ -134,24 +114,27 @@ def _one_page_ahead(pages: Iterator[T], thread_name: str) -> Generator[T, None, 
 
 @dataclass
 class _PageWork:
-    """A page made ready for the store: everything computed that needs no store access."""
+    """A page made ready for the store: the page, its records with their canonical JSON and hash, and the rest
+    of what :func:`~gateway.sync.prepare.prepare_records` computed (the page's own problems added to its
+    quarantine)."""
 
     page: Page
-    archived: list[rec_store.ArchivedRecord] = field(default_factory=list)
-    items: list[tuple[WorkItem, str, str | None]] = field(default_factory=list)
-    item_rows: list[rec_store.EncodedWorkItem] = field(default_factory=list)
-    facts: fact_store.PreparedFacts = field(default_factory=dict)
-    snapshots: fact_store.SnapshotParts = field(default_factory=dict)
-    origins: list[tuple[str, str, str]] = field(default_factory=list)
-    clean_keys: list[str] = field(default_factory=list)
-    quarantine: list[rec_store.QuarantineEntry] = field(default_factory=list)
-    unmatched: int = 0
+    archived: list[rec_store.ArchivedRecord]
+    prepared: PreparedPage
 
-
-def _quarantined(a: rec_store.ArchivedRecord, stage: str, error_kind: str, reason: str) -> rec_store.QuarantineEntry:
-    rec = a.record
-    return rec_store.QuarantineEntry(rec.source, rec.stream, rec.key, a.content_hash, a.payload_json, stage,
-                                     error_kind, reason)  # fmt: skip
+    @classmethod
+    def of(cls, connector: Connector, stream: str, page: Page, prepared: PreparedPage) -> _PageWork:
+        pairs = zip(page.records, prepared.encoded, strict=True)
+        archived = [rec_store.ArchivedRecord(rec, payload, digest) for rec, (payload, digest) in pairs]
+        for problem in page.problems:
+            payload_json, digest = rec_store.encode_payload(problem.payload)
+            prepared.quarantine.append(
+                rec_store.QuarantineEntry(
+                    connector.name, stream, problem.key, digest, payload_json, "fetch", problem.error_kind,
+                    problem.reason,
+                )
+            )  # fmt: skip
+        return cls(page, archived, prepared)
 
 
 class SyncEngine:
@@ -166,6 +149,7 @@ class SyncEngine:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         replica: str | None = None,
         failpoints: Failpoints | None = None,
+        preparer: ProcessPreparer | None = None,
     ) -> None:
         self._db = engine
         self._valuer = valuer  # a getter: a mapping reload swaps what it returns, between pages
@@ -173,11 +157,16 @@ class SyncEngine:
         self._clock = clock
         self._replica = replica
         self._failpoints = failpoints or Failpoints()
+        self._preparer = preparer  # worker processes for :func:`prepare_records`; None: the fetch worker thread
         self._running: set[str] = set()
         self._guard = threading.Lock()
         self._inserted = 0  # facts this process inserted (PostgreSQL: drives :meth:`_refresh_statistics`)
         self._analyze_at = _FIRST_ANALYZE
         self._checkpointer = WalCheckpointer(engine)  # SQLite: checkpoints off the commit path while syncs run
+
+    @property
+    def preparer(self) -> ProcessPreparer | None:
+        return self._preparer
 
     def run(self, connector: Connector, *, streams: Sequence[str] | None = None, trigger: str = "manual",
             should_continue: Callable[[], bool] | None = None) -> RunReport:
@@ -277,74 +266,80 @@ class SyncEngine:
 
     def _prepared_pages(self, connector: Connector, stream: str,
                         pages: Iterator[Page]) -> Generator[_PageWork, None, None]:  # fmt: skip
-        """``pages`` made ready for the store by :meth:`_prepare_page`, as the fetch worker pulls them.
+        """``pages`` made ready for the store, in order, as the fetch worker pulls them.
 
-        Encoding, normalizing and valuing need no store access, so they run on the fetch worker while the
-        engine's thread writes and commits the previous page (SQLite and the PostgreSQL driver release the GIL
-        while they work). A page is still valued with one mapping set, taken when its preparation starts.
+        Preparing (:func:`~gateway.sync.prepare.prepare_records`) needs no store access, so it runs off the
+        engine's thread while that thread writes and commits the previous page: in worker processes when the
+        engine has a :class:`ProcessPreparer` and the connector a normalizer recipe (one page submitted per
+        worker beyond the one being handed over, so each is busy while the store commits), otherwise here, on
+        the fetch worker thread. Each page is valued with one mapping set, taken when its preparation starts; a
+        page a worker cannot prepare exactly is prepared here, with that same set. When reading a page fails,
+        the pages read before it are still handed over first, so the store commits them as it would have.
         """
+        recipe_of = getattr(connector, "normalizer_recipe", None)
+        lease = self._preparer.lease() if self._preparer is not None and recipe_of is not None else None
+        recipe = PackedRecipe.pack(recipe_of()) if lease is not None and recipe_of is not None else None
+        pending: deque[tuple[Page, Ticket | None, Valuer]] = deque()
+
+        def finish(page: Page, ticket: Ticket | None, valuer: Valuer) -> _PageWork:
+            def here() -> PreparedPage:
+                return prepare_records(page.records, normalize=connector.normalize, valuer=valuer)
+
+            prepared, by_worker = (here(), False) if ticket is None or lease is None else lease.resolve(ticket, here)
+            self._metrics.pages_prepared.labels(connector.name, "worker" if by_worker else "engine").inc()
+            return _PageWork.of(connector, stream, page, prepared)
+
+        def in_flight() -> int:
+            return sum(1 for _, ticket, _ in pending if ticket is not None)
+
+        source = iter(pages)
         try:
-            for page in pages:
-                yield self._prepare_page(connector, stream, page)
+            while True:
+                try:
+                    page = next(source)
+                except StopIteration:
+                    break
+                except Exception:  # the pages read before the failing one are still due, in order, first
+                    while pending:
+                        yield finish(*pending.popleft())
+                    raise
+                valuer = self._valuer()
+                root, version = getattr(valuer, "root", None), getattr(valuer, "version", None)
+                ticket = None
+                if lease is not None and recipe is not None and isinstance(root, Path) and isinstance(version, str):
+                    while in_flight() >= len(lease.workers):  # one page per worker: free the oldest one's
+                        yield finish(*pending.popleft())
+                    ticket = lease.submit(recipe, root, version, page.records)
+                pending.append((page, ticket, valuer))
+                while pending and pending[0][1] is None:  # prepared here: due now, in order
+                    yield finish(*pending.popleft())
+            while pending:
+                yield finish(*pending.popleft())
         finally:
+            if lease is not None:
+                for _, ticket, _ in pending:  # the stream stopped early: answers nobody will store
+                    if ticket is not None:
+                        lease.discard(ticket)
+                lease.release()
             close = getattr(pages, "close", None)
             if close is not None:
                 close()
 
-    def _prepare_page(self, connector: Connector, stream: str, page: Page) -> _PageWork:
-        work = _PageWork(page, rec_store.encode_records(page.records))
-        valuer = self._valuer()
-        facts: list[Fact] = []
-        for a in work.archived:
-            rec = a.record
-            try:
-                items = connector.normalize(rec)
-            except RecordError as exc:
-                work.quarantine.append(_quarantined(a, "normalize", type(exc).__name__, exc.message))
-                continue
-            work.origins.append((rec.source, rec.stream, rec.key))
-            reasons: list[str] = []
-            for item in items:
-                valuation = valuer.value(item, raw={"content_hash": a.content_hash})
-                facts.extend(valuation.facts)
-                problems = [p for p in valuation.problems if p.quarantine]
-                reasons.extend(f"{p.kind}: {p.detail}" for p in problems)
-                status = "unmatched" if valuation.unmatched else "partial" if problems else "mapped"
-                work.unmatched += valuation.unmatched
-                detail = "; ".join(f"{p.kind}: {p.detail}" for p in valuation.problems) or None
-                work.items.append((item, status, detail))
-            if reasons:
-                work.quarantine.append(_quarantined(a, "map", "MappingError", "; ".join(reasons)))
-            else:
-                work.clean_keys.append(rec.key)
-        for problem in page.problems:
-            payload_json, digest = rec_store.encode_payload(problem.payload)
-            work.quarantine.append(
-                rec_store.QuarantineEntry(
-                    connector.name, stream, problem.key, digest, payload_json, "fetch", problem.error_kind,
-                    problem.reason,
-                )
-            )  # fmt: skip
-        work.item_rows = rec_store.encode_work_items(work.items)
-        work.facts = fact_store.prepare_facts(facts)
-        work.snapshots = fact_store.prepare_snapshot_parts(work.facts)
-        return work
-
     def _store_page(self, connector: Connector, stream: str, work: _PageWork, run_id: int,
                     report: StreamReport) -> None:  # fmt: skip
         source = connector.name
-        page = work.page
+        page, prep = work.page, work.prepared
         now = self._clock()
         with self._db.begin() as conn:
             rec_store.archive_encoded(conn, work.archived, fetched_at=now, run_id=run_id)
             self._failpoints.hit("page_archived")
-            rec_store.save_encoded_work_items(conn, work.item_rows, now=now)
-            written = fact_store.write_prepared(conn, origins=work.origins, wanted=work.facts, now=now,
-                                                snapshot_parts=work.snapshots)
+            rec_store.save_encoded_work_items(conn, prep.item_rows, now=now)
+            written = fact_store.write_prepared(conn, origins=prep.origins, wanted=prep.facts, now=now,
+                                                snapshot_parts=prep.snapshots)
             self._failpoints.hit("facts_written")
-            rec_store.quarantine(conn, work.quarantine, now=now)
+            rec_store.quarantine(conn, prep.quarantine, now=now)
             rec_store.resolve_quarantine(
-                conn, source=source, stream=stream, record_keys=work.clean_keys, status="resolved", now=now
+                conn, source=source, stream=stream, record_keys=prep.clean_keys, status="resolved", now=now
             )
             if page.checkpoint is not None:
                 rec_store.set_cursor(conn, source, stream, page.checkpoint, run_id=run_id, now=now)
@@ -355,8 +350,8 @@ class SyncEngine:
                     "pages": 1,
                     "records_read": len(page.records) + len(page.problems),
                     "records_archived": len(work.archived),
-                    "records_mapped": len(work.items) - work.unmatched,
-                    "records_quarantined": len(work.quarantine),
+                    "records_mapped": prep.items - prep.unmatched,
+                    "records_quarantined": len(prep.quarantine),
                     "facts_written": written.written,
                     "facts_retracted": written.retracted,
                 },
@@ -396,14 +391,14 @@ class SyncEngine:
     def _count(self, source: str, stream: str, work: _PageWork, written: fact_store.FactWriteResult,
                report: StreamReport) -> None:  # fmt: skip
         m = self._metrics
-        page, archived = work.page, work.archived
-        mapped = len(work.items) - work.unmatched
+        page, archived, prep = work.page, work.archived, work.prepared
+        mapped = prep.items - prep.unmatched
         for outcome, n in (
             ("read", len(page.records) + len(page.problems)),
             ("archived", len(archived)),
             ("mapped", mapped),
-            ("unmatched", work.unmatched),
-            ("quarantined", len(work.quarantine)),
+            ("unmatched", prep.unmatched),
+            ("quarantined", len(prep.quarantine)),
         ):
             if n:
                 m.records.labels(source, stream, outcome).inc(n)
@@ -415,7 +410,7 @@ class SyncEngine:
         report.pages += 1
         report.read += len(page.records) + len(page.problems)
         report.mapped += mapped
-        report.unmatched += work.unmatched
-        report.quarantined += len(work.quarantine)
+        report.unmatched += prep.unmatched
+        report.quarantined += len(prep.quarantine)
         report.facts_written += written.written
         report.facts_retracted += written.retracted
