@@ -354,7 +354,8 @@ def cpu_per_request(base: str, key: str, kind: str, n: int, facts: int, servers:
     server, kernel, pg, own = ((a - b) * 1000 / n for a, b in zip(after, before, strict=True))
     ceiling = cpus / ((server + pg) / 1000) if server + pg > 0 else float("inf")
     return {"requests": n, "server_cpu_ms": round(server, 2), "of_which_kernel_ms": round(kernel, 2),
-            "postgres_cpu_ms": round(pg, 2), "postgres_backends_cpu_ms": round(own, 2), "wall_ms": round(wall * 1000 / n, 2), "ceiling_rps": round(ceiling, 1),
+            "postgres_cpu_ms": round(pg, 2), "postgres_backends_cpu_ms": round(own, 2),
+            "wall_ms": round(wall * 1000 / n, 2), "ceiling_rps": round(ceiling, 1),
             "closed_loop_mean_floor_ms": round(clients / ceiling * 1000, 1)}  # fmt: skip
 
 
