@@ -28,7 +28,7 @@ from sqlalchemy import Connection
 
 from gateway.api import audit
 from gateway.api.cache import Cached, ResponseCache, store_version
-from gateway.api.deps import ConnDep, ReaderDep, RuntimeDep
+from gateway.api.deps import ReaderDep, RuntimeDep, SnapshotConnDep, one_snapshot
 from gateway.api.export import FACT_COLUMNS, SUMMARY_COLUMNS, fact_rows, summary_rows, to_csv, to_xlsx
 from gateway.api.facts import BadPageToken, FactFilter, get_fact, list_changes, list_fact_json, list_facts
 from gateway.api.problems import ApiError, problem_responses
@@ -76,7 +76,7 @@ async def _read(request: Request, work: Callable[[Connection], Response]) -> Res
 
     def run() -> Response:
         with runtime.db.connect() as conn:
-            return work(conn)
+            return work(one_snapshot(conn))  # the store version of a cache key and the data: one snapshot
 
     return await anyio.to_thread.run_sync(run, limiter=_read_limiter(request))
 
@@ -178,7 +178,7 @@ async def get_changes(
 @router.get("/facts/{fact_id}", tags=["facts"], response_model=FactDetail, responses=problem_responses(404),
             summary="One fact with its full lineage, history, closure and corrections")  # fmt: skip
 def get_one_fact(
-    rt: RuntimeDep, conn: ConnDep, caller: ReaderDep, fact_id: Annotated[int, Path(ge=1, le=2**62)],
+    rt: RuntimeDep, conn: SnapshotConnDep, caller: ReaderDep, fact_id: Annotated[int, Path(ge=1, le=2**62)],
 ) -> Response:
     found = get_fact(conn, scope=caller.scope, fact_id=fact_id, rule_source=_rule(rt))
     audit.record_read(conn, caller, action="read_fact", filters={"id": fact_id}, rows=int(found is not None))
@@ -253,7 +253,7 @@ def _summary_page(conn: Connection, mappings: MappingSet, caller: Principal, *, 
                                              {"schema": {"type": "string", "format": "binary"}}},
                              "description": "the file"}})  # fmt: skip
 def export(
-    rt: RuntimeDep, conn: ConnDep, caller: ReaderDep,
+    rt: RuntimeDep, conn: SnapshotConnDep, caller: ReaderDep,
     agency: Annotated[str, Query(max_length=200)], unit: Annotated[str, Query(max_length=200)],
     period: Annotated[str, Query(pattern=SUMMARY_PERIOD, description="YYYY-MM, YYYY-Qn or YYYY")],
     format: Annotated[Literal["csv", "xlsx"], Query()] = "csv",
