@@ -28,11 +28,16 @@ async def get_runtime(request: Request) -> Runtime:
     return runtime
 
 
-async def get_principal(
-    request: Request,
-    api_key: Annotated[str | None, Security(_api_key)],
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-) -> Principal:
+ApiKey = Annotated[str | None, Security(_api_key)]
+Bearer = Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]
+
+
+async def get_principal(request: Request, api_key: ApiKey, bearer: Bearer) -> Principal:
+    return await _authenticate(request, api_key, bearer)
+
+
+async def _authenticate(request: Request, api_key: str | None, bearer: HTTPAuthorizationCredentials | None,
+                        ) -> Principal:  # fmt: skip
     auth: Authenticator = request.app.state.authenticator
     limiter: RateLimiter = request.app.state.rate_limiter
     header = f"Bearer {bearer.credentials}" if bearer is not None else request.headers.get("Authorization")
@@ -84,6 +89,16 @@ async def reader(principal: Annotated[Principal, Depends(get_principal)]) -> Pri
     return principal
 
 
+async def hot_reader(request: Request, api_key: ApiKey, bearer: Bearer) -> Principal:
+    """:func:`reader` in one dependency instead of two, for the hot reads (``/v1/facts``, the change feed,
+    summaries), whose other parameters are plain query values: FastAPI's dependency solving was a fifth of a
+    cache-hit page's CPU. Only for routes where nothing else depends on :func:`get_principal` (``ConnDep``
+    does), or the caller would be authenticated and rate-limited twice."""
+    principal = await _authenticate(request, api_key, bearer)
+    principal.require(READ_FACTS)
+    return principal
+
+
 async def admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
     principal.require(ADMIN)
     return principal
@@ -94,4 +109,5 @@ ConnDep = Annotated[Connection, Depends(get_conn)]
 SnapshotConnDep = Annotated[Connection, Depends(get_snapshot_conn)]
 CallerDep = Annotated[Principal, Depends(get_principal)]
 ReaderDep = Annotated[Principal, Depends(reader)]
+HotReaderDep = Annotated[Principal, Depends(hot_reader)]
 AdminDep = Annotated[Principal, Depends(admin)]
