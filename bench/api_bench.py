@@ -313,34 +313,49 @@ def _pids(*, comm: str | None = None, parents: set[int] | None = None) -> list[i
     return found
 
 
+def _own_backends(url: str) -> list[int]:
+    """The PostgreSQL client backends connected to the bench's database (the API's pooled connections)."""
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
+        rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                            "AND backend_type = 'client backend' AND pid <> pg_backend_pid()").fetchall()
+    return [pid for (pid,) in rows]
+
+
 def cpu_per_request(base: str, key: str, kind: str, n: int, facts: int, servers: list[int],
-                    cpus: int, clients: int) -> dict[str, float]:  # fmt: skip
+                    cpus: int, clients: int, url: str) -> dict[str, float]:  # fmt: skip
     """CPU per request of ``kind``, measured without contention: ``n`` sequential requests on one keep-alive
     connection, the server processes' and PostgreSQL's CPU read from /proc before and after.
 
     Unlike a latency percentile under saturation, this hardly moves with what else the machine runs, and it
     bounds what any load can get: ``cpus / (server + postgres CPU)`` requests per second at most, so 50
-    closed-loop clients wait at least ``clients / that`` per request on average (Little's law)."""
+    closed-loop clients wait at least ``clients / that`` per request on average (Little's law).
+
+    ``postgres_cpu_ms`` is every PostgreSQL process (WAL writer, autovacuum and other databases' work
+    included); ``postgres_backends_cpu_ms`` only the API's own backends, the queries themselves, which other
+    load on the server (a sync benchmark, autovacuum) does not move."""
     get = _StdlibGet(base, key)
     rnd = random.Random(5)
     try:
         for _ in range(50):  # warm-up: connections, caches, statement caches
             get(_path(kind, rnd, facts))
-        server_pids, pg_pids = _pids(parents=set(servers)), _pids(comm="postgres")
-        before = (_cpu_seconds(server_pids), _cpu_seconds(server_pids, (12,)), _cpu_seconds(pg_pids))
+        server_pids, pg_pids, own_pids = _pids(parents=set(servers)), _pids(comm="postgres"), _own_backends(url)
+        before = (_cpu_seconds(server_pids), _cpu_seconds(server_pids, (12,)), _cpu_seconds(pg_pids),
+                  _cpu_seconds(own_pids))
         started = time.perf_counter()
         for _ in range(n):
             status, _cached = get(_path(kind, rnd, facts))
             if status != 200:
                 raise SystemExit(f"{kind}: HTTP {status}")
         wall = time.perf_counter() - started
-        after = (_cpu_seconds(server_pids), _cpu_seconds(server_pids, (12,)), _cpu_seconds(pg_pids))
+        after = (_cpu_seconds(server_pids), _cpu_seconds(server_pids, (12,)), _cpu_seconds(pg_pids),
+                 _cpu_seconds(own_pids))
     finally:
         get.close()
-    server, kernel, pg = ((a - b) * 1000 / n for a, b in zip(after, before, strict=True))
+    server, kernel, pg, own = ((a - b) * 1000 / n for a, b in zip(after, before, strict=True))
     ceiling = cpus / ((server + pg) / 1000) if server + pg > 0 else float("inf")
     return {"requests": n, "server_cpu_ms": round(server, 2), "of_which_kernel_ms": round(kernel, 2),
-            "postgres_cpu_ms": round(pg, 2), "wall_ms": round(wall * 1000 / n, 2), "ceiling_rps": round(ceiling, 1),
+            "postgres_cpu_ms": round(pg, 2), "postgres_backends_cpu_ms": round(own, 2),
+            "wall_ms": round(wall * 1000 / n, 2), "ceiling_rps": round(ceiling, 1),
             "closed_loop_mean_floor_ms": round(clients / ceiling * 1000, 1)}  # fmt: skip
 
 
@@ -414,7 +429,7 @@ def main() -> None:
             if args.cpu_per_request:
                 pids = [server.pid for server in servers]
                 results[kind] = cpu_per_request(base, key, kind, args.cpu_per_request, args.facts, pids,
-                                                os.cpu_count() or 1, args.clients)  # fmt: skip
+                                                os.cpu_count() or 1, args.clients, url)  # fmt: skip
                 print(f"  {kind}: {results[kind]}", file=sys.stderr, flush=True)
                 continue
             if args.http_client == "wrk":

@@ -123,3 +123,27 @@ def test_export_csv_and_xlsx(api: Api) -> None:
     x = api.get("/v1/export", key, format="xlsx", **params)
     book = load_workbook(io.BytesIO(x.content))
     assert book.sheetnames == ["facts", "summaries"] and book["facts"].max_row == 6
+
+
+def test_scope_is_enforced_in_sql_when_an_agency_is_named(store_url: str, tmp_path: Path) -> None:
+    """A named agency is checked against the scope in SQL too (``:agency IN scope``, not on the column: see
+    ``_statements``), so summarize itself, with no route in front, returns nothing outside the scope."""
+    from gateway.api.summaries import summarize
+    from gateway.security.principal import Scope
+
+    runtime = make_runtime(store_url, tmp_path)
+    try:
+        put(runtime, [fact(n) for n in range(4)] + [fact(n, agency="SNV", unit="SNV.TCCB") for n in range(4, 8)])
+        with runtime.db.connect() as conn:
+            def groups(scope: Scope, agency: str | None) -> list[str]:
+                return [g["agency"] for g in summarize(conn, scope=scope, group_by="agency", period="2026-01",
+                                                       policy_for=lambda _a: {"late_products": "deduct"},
+                                                       agency=agency)]  # fmt: skip
+
+            assert groups(Scope(frozenset({"SNV"})), "SKHCN") == []
+            assert groups(Scope(frozenset()), "SKHCN") == []
+            assert groups(Scope(frozenset({"SNV", "SKHCN"})), "SKHCN") == ["SKHCN"]
+            assert groups(Scope(frozenset({"SNV"})), None) == ["SNV"]
+            assert groups(Scope(None), None) == ["SKHCN", "SNV"]
+    finally:
+        runtime.close()

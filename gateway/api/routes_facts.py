@@ -24,14 +24,16 @@ import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
+from pydantic import BaseModel, Field
 from sqlalchemy import Connection
 
 from gateway.api import audit
 from gateway.api.cache import Cached, ResponseCache, store_version
-from gateway.api.deps import ConnDep, ReaderDep, RuntimeDep
+from gateway.api.deps import HotReaderDep, ReaderDep, RuntimeDep, SnapshotConnDep, one_snapshot
 from gateway.api.export import FACT_COLUMNS, SUMMARY_COLUMNS, fact_rows, summary_rows, to_csv, to_xlsx
 from gateway.api.facts import BadPageToken, FactFilter, get_fact, list_changes, list_fact_json, list_facts
 from gateway.api.problems import ApiError, problem_responses
+from gateway.api.query import openapi_parameters, parse_query
 from gateway.api.schemas import ChangePage, FactDetail, FactPage, SummaryPage
 from gateway.api.summaries import SUMMARY_PERIOD, policy_summary, summarize
 from gateway.mapping.mappingset import MappingSet
@@ -76,7 +78,7 @@ async def _read(request: Request, work: Callable[[Connection], Response]) -> Res
 
     def run() -> Response:
         with runtime.db.connect() as conn:
-            return work(conn)
+            return work(one_snapshot(conn))  # the store version of a cache key and the data: one snapshot
 
     return await anyio.to_thread.run_sync(run, limiter=_read_limiter(request))
 
@@ -120,23 +122,36 @@ def _check_agency(principal: Principal, agency: str | None) -> None:
         principal.require_agency(agency)
 
 
-@router.get("/facts", tags=["facts"], response_model=FactPage, summary="List facts (filters, keyset pages)")
-async def get_facts(
-    request: Request, rt: RuntimeDep, caller: ReaderDep,
-    agency: CODE = None, unit: CODE = None, person: CODE = None,
-    period: Annotated[str | None, Query(pattern=MONTH, description="YYYY-MM")] = None,
-    product: CODE = None, source: CODE = None,
-    status: Annotated[Status | None, Query(description="work status of the fact")] = None,
-    state: Annotated[Literal["active", "retracted", "any"], Query()] = "active",
-    changed_since: Annotated[datetime | None, Query(description="updated at or after (naive = Vietnam time)")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    after: Annotated[str | None, Query(max_length=64, description="the `next` of the previous page")] = None,
-) -> Response:  # fmt: skip
-    _check_agency(caller, agency)
-    since = None if changed_since is None else (
-        changed_since if changed_since.tzinfo else changed_since.replace(tzinfo=VN_TZ))  # fmt: skip
-    filters = FactFilter(agency=agency, unit=unit, person=person, period=period, product=product, source=source,
-                         status=status, state=None if state == "any" else state, changed_since=since)  # fmt: skip
+_FIELD_CODE = Annotated[str | None, Field(max_length=200)]
+
+
+class FactQuery(BaseModel):
+    """The query of ``GET /v1/facts``, validated in one call (see :mod:`gateway.api.query`)."""
+
+    agency: _FIELD_CODE = None
+    unit: _FIELD_CODE = None
+    person: _FIELD_CODE = None
+    period: Annotated[str | None, Field(pattern=MONTH, description="YYYY-MM")] = None
+    product: _FIELD_CODE = None
+    source: _FIELD_CODE = None
+    status: Annotated[Status | None, Field(description="work status of the fact")] = None
+    state: Literal["active", "retracted", "any"] = "active"
+    changed_since: Annotated[datetime | None, Field(description="updated at or after (naive = Vietnam time)")] = None
+    limit: Annotated[int, Field(ge=1, le=1000)] = 100
+    after: Annotated[str | None, Field(max_length=64, description="the `next` of the previous page")] = None
+
+
+@router.get("/facts", tags=["facts"], response_model=FactPage, summary="List facts (filters, keyset pages)",
+            openapi_extra=openapi_parameters(FactQuery))  # fmt: skip
+async def get_facts(request: Request, caller: HotReaderDep) -> Response:
+    q = parse_query(FactQuery, request)
+    _check_agency(caller, q.agency)
+    since = None if q.changed_since is None else (
+        q.changed_since if q.changed_since.tzinfo else q.changed_since.replace(tzinfo=VN_TZ))  # fmt: skip
+    filters = FactFilter(agency=q.agency, unit=q.unit, person=q.person, period=q.period, product=q.product,
+                         source=q.source, status=q.status, state=None if q.state == "any" else q.state,
+                         changed_since=since)  # fmt: skip
+    limit, after = q.limit, q.after
     size = _cap(request, limit)
 
     def work(conn: Connection) -> Response:
@@ -156,13 +171,20 @@ async def get_facts(
     return await _read(request, work)
 
 
+class ChangeQuery(BaseModel):
+    """The query of ``GET /v1/facts/changes`` (see :mod:`gateway.api.query`)."""
+
+    after: Annotated[str | None, Field(max_length=64, description="the `next` of the previous call")] = None
+    agency: _FIELD_CODE = None
+    limit: Annotated[int, Field(ge=1, le=1000)] = 500
+
+
 @router.get("/facts/changes", tags=["facts"], response_model=ChangePage,
-            summary="Change feed: inserts, updates, retractions in commit order")  # fmt: skip
-async def get_changes(
-    request: Request, rt: RuntimeDep, caller: ReaderDep,
-    after: Annotated[str | None, Query(max_length=64, description="the `next` of the previous call")] = None,
-    agency: CODE = None, limit: Annotated[int, Query(ge=1, le=1000)] = 500,
-) -> Response:  # fmt: skip
+            summary="Change feed: inserts, updates, retractions in commit order",
+            openapi_extra=openapi_parameters(ChangeQuery))  # fmt: skip
+async def get_changes(request: Request, caller: HotReaderDep) -> Response:
+    q = parse_query(ChangeQuery, request)
+    after, agency, limit = q.after, q.agency, q.limit
     _check_agency(caller, agency)
     size = _cap(request, limit)
 
@@ -178,7 +200,7 @@ async def get_changes(
 @router.get("/facts/{fact_id}", tags=["facts"], response_model=FactDetail, responses=problem_responses(404),
             summary="One fact with its full lineage, history, closure and corrections")  # fmt: skip
 def get_one_fact(
-    rt: RuntimeDep, conn: ConnDep, caller: ReaderDep, fact_id: Annotated[int, Path(ge=1, le=2**62)],
+    rt: RuntimeDep, conn: SnapshotConnDep, caller: ReaderDep, fact_id: Annotated[int, Path(ge=1, le=2**62)],
 ) -> Response:
     found = get_fact(conn, scope=caller.scope, fact_id=fact_id, rule_source=_rule(rt))
     audit.record_read(conn, caller, action="read_fact", filters={"id": fact_id}, rows=int(found is not None))
@@ -201,22 +223,32 @@ def _after_group(token: str) -> list[Any]:
     return key
 
 
+class SummaryQuery(BaseModel):
+    """The query of ``GET /v1/summaries`` (see :mod:`gateway.api.query`)."""
+
+    period: Annotated[str, Field(pattern=SUMMARY_PERIOD, description="YYYY-MM, YYYY-Qn or YYYY")]
+    group_by: Literal["person", "unit", "agency"] = "unit"
+    agency: _FIELD_CODE = None
+    unit: _FIELD_CODE = None
+    person: _FIELD_CODE = None
+    limit: Annotated[int, Field(ge=1, le=1000)] = 1000
+    after: Annotated[str | None, Field(max_length=400)] = None
+
+
 @router.get("/summaries", tags=["summaries"], response_model=SummaryPage,
-            summary="Inputs of criteria a, b, c per person, unit or agency, with a reference score")  # fmt: skip
-async def get_summaries(
-    request: Request, rt: RuntimeDep, caller: ReaderDep,
-    period: Annotated[str, Query(pattern=SUMMARY_PERIOD, description="YYYY-MM, YYYY-Qn or YYYY")],
-    group_by: Annotated[Literal["person", "unit", "agency"], Query()] = "unit",
-    agency: CODE = None, unit: CODE = None, person: CODE = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
-    after: Annotated[str | None, Query(max_length=400)] = None,
-) -> Response:  # fmt: skip
+            summary="Inputs of criteria a, b, c per person, unit or agency, with a reference score",
+            openapi_extra=openapi_parameters(SummaryQuery))  # fmt: skip
+async def get_summaries(request: Request, caller: HotReaderDep) -> Response:
+    q = parse_query(SummaryQuery, request)
+    period, group_by, agency, unit, person, limit, after = q.period, q.group_by, q.agency, q.unit, q.person, \
+        q.limit, q.after  # fmt: skip
     _check_agency(caller, agency)
     mark = [x or "" for x in _after_group(after)] if after else None
     size = _cap(request, limit)
 
     def work(conn: Connection) -> Response:
-        mappings = rt.mappings.current  # once: the cache key and the computation must name the same set
+        runtime: Runtime = request.app.state.runtime
+        mappings = runtime.mappings.current  # once: the cache key and the computation must name the same set
         cache, key = _cache_key(request, conn, "summaries", tuple(caller.scope.listing()), mappings.version,
                                 group_by, period, agency, unit, person, size, after)  # fmt: skip
         hit = cache.get(key) if key is not None else None
@@ -253,7 +285,7 @@ def _summary_page(conn: Connection, mappings: MappingSet, caller: Principal, *, 
                                              {"schema": {"type": "string", "format": "binary"}}},
                              "description": "the file"}})  # fmt: skip
 def export(
-    rt: RuntimeDep, conn: ConnDep, caller: ReaderDep,
+    rt: RuntimeDep, conn: SnapshotConnDep, caller: ReaderDep,
     agency: Annotated[str, Query(max_length=200)], unit: Annotated[str, Query(max_length=200)],
     period: Annotated[str, Query(pattern=SUMMARY_PERIOD, description="YYYY-MM, YYYY-Qn or YYYY")],
     format: Annotated[Literal["csv", "xlsx"], Query()] = "csv",

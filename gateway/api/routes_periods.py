@@ -11,7 +11,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
 from gateway.api import audit
-from gateway.api.deps import AdminDep, ConnDep, ReaderDep, RuntimeDep
+from gateway.api.deps import AdminDep, ConnDep, ReaderDep, RuntimeDep, SnapshotConnDep
 from gateway.api.facts import decode_token, encode_token
 from gateway.api.problems import ApiError, problem_responses
 from gateway.api.routes_facts import MONTH, json
@@ -91,7 +91,7 @@ def get_reopenings(
 
 @router.get("/periods/{agency}/{period}", response_model=ClosureCheck, responses=problem_responses(404),
             summary="A closure, with its digest recomputed now (reproducibility check)")  # fmt: skip
-def get_period(conn: ConnDep, caller: ReaderDep, agency: Agency, period: Month) -> Response:
+def get_period(conn: SnapshotConnDep, caller: ReaderDep, agency: Agency, period: Month) -> Response:
     caller.require_agency(agency)
     closure = periods.get_closure(conn, scope=caller.scope, agency=agency, period=period)
     if closure is None:

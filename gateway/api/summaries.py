@@ -24,7 +24,7 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Select, bindparam, case, func, select
+from sqlalchemy import Connection, Select, String, bindparam, case, func, select
 
 from gateway.errors import GatewayError
 from gateway.security.principal import Scope
@@ -110,10 +110,18 @@ def _statements(keys: tuple[str, ...], given: tuple[str, ...], *, scoped: bool) 
         return func.coalesce(func.sum(case((cond, value), else_=0)), 0)
 
     group = [c[k] for k in keys] + [c.period]
+    # Grouped in the order of the covering index ix_fact_summary (agency, period, unit, person_id), so
+    # PostgreSQL aggregates the index-only scan as it comes, with no sort, for a month, a quarter or a year.
+    grouping = [c[k] for k in ("agency", "period", "unit", "person_id") if k in keys or k == "period"]
     where = [c.state == "active", c.period.in_(bindparam("months", expanding=True))]
-    if scoped:
+    where += [c[col] == bindparam(f"f_{col}", type_=String) for col in given]
+    if scoped and "agency" in given:
+        # The same restriction, on the named agency instead of the column: PostgreSQL multiplied the
+        # selectivities of ``agency IN scope`` and ``agency = X`` as if independent, underestimated a unit-year
+        # tenfold and chose the keyset index and 3,600 heap pages (30 ms) over ix_fact_summary (2.9 ms).
+        where.append(bindparam("f_agency", type_=String).in_(bindparam("scope", expanding=True)))
+    elif scoped:
         where.append(c.agency.in_(bindparam("scope", expanding=True)))
-    where += [c[col] == bindparam(f"f_{col}") for col in given]
     agg = select(
         *group,
         func.count().label("facts"), total(c.assigned.is_(True)).label("assigned"), total(done).label("completed"),
@@ -126,7 +134,7 @@ def _statements(keys: tuple[str, ...], given: tuple[str, ...], *, scoped: bool) 
         total(done & c.on_time.is_(True), u).label("u_on_time"), total(late, u).label("u_late"),
         total(done & c.exempt.is_(False), u * _quarters_left(c.failed_reviews)).label("q_quality"),
         total(late & c.exempt.is_(False), u * _quarters_left(c.delays)).label("q_late"),
-    ).where(*where).group_by(*group)  # fmt: skip
+    ).where(*where).group_by(*grouping)  # fmt: skip
     exempt = select(*group, u, c.on_time, c.delays, c.failed_reviews, c.lineage).where(
         *where, done, c.exempt.is_(True)
     )
