@@ -58,6 +58,17 @@ def process_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_peak_rss_mb(pid: int) -> float | None:
+    """Peak resident memory of another process (Linux /proc), or None."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def sys_seconds() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_stime
 
@@ -162,6 +173,7 @@ def main() -> None:
         preparer = runtime.sync.preparer
         workers = preparer.worker_pids() if preparer is not None else []
         workers_cpu = [process_cpu_seconds(pid) for pid in workers]
+        workers_rss = [process_peak_rss_mb(pid) for pid in workers]
         system = sys_seconds() - sys_started
         done.set()
         connector.close()
@@ -188,6 +200,7 @@ def main() -> None:
             else round(source_ended - source_started, 2),
             "prepare_workers": len(workers),  # processes preparing pages (KPIGW_PREPARE_WORKERS), their CPU:
             "prepare_workers_cpu_s": round(sum(c for c in workers_cpu if c is not None), 2),
+            "prepare_workers_peak_rss_mb": [round(r, 1) for r in workers_rss if r is not None],
             "facts": facts,
             "raw_archived": raw,
             "peak_rss_mb": round(rss_mb(), 1),

@@ -85,6 +85,9 @@ class NormalizerRecipe:
 
     build: Callable[..., Normalize]
     args: tuple[Any, ...]
+    # The payloads are plain JSON values (decoded from JSON, nothing else): a worker may then read each record
+    # from its archived canonical JSON, as re-mapping from the raw archive does, instead of a pickled copy.
+    json_payloads: bool = False
 
 
 @runtime_checkable

@@ -25,7 +25,8 @@ from gateway.metrics import Metrics
 from gateway.retry import RetryPolicy
 from gateway.runtime import Runtime, build_runtime
 from gateway.settings import Settings
-from gateway.standins.eoffice import EOfficeState
+from gateway.standins.eoffice import EOfficeState, create_eoffice_app
+from gateway.standins.server import serve_in_thread
 from gateway.sync.engine import SyncEngine
 from gateway.sync.prepare import ProcessPreparer
 from gateway.types import SourceRecord, WorkItem
@@ -34,9 +35,9 @@ from tests.spine_support import metric, rows
 
 
 def _runtime(tmp_path: Path, name: str, store: str, env: dict[str, str], *, workers: int,
-             mappings: Path = ROOT / "mappings") -> Runtime:  # fmt: skip
+             mappings: Path = ROOT / "mappings", page_size: int = 40) -> Runtime:  # fmt: skip
     sources = tmp_path / f"sources-{name}"
-    write_eoffice_source(sources, page_size=40)
+    write_eoffice_source(sources, page_size=page_size)
     settings = Settings(database_url=store, sources_dir=sources, mappings_dir=mappings, scheduler=False,
                         prepare_workers=workers)  # fmt: skip
     return build_runtime(settings, retry=RetryPolicy.instant(), metrics=Metrics(), env=env)
@@ -95,6 +96,25 @@ def test_workers_store_exactly_what_the_engine_stores(
     finally:
         here.close()
         workers.close()
+
+
+def test_pages_larger_than_a_pipe_buffer_with_two_in_flight(tmp_path: Path) -> None:
+    """Pages of 500 records: each job and each answer is far larger than a pipe's buffer, and a worker has two
+    pages at once (engine.PAGES_PER_WORKER), so the engine writes a job while the worker writes an answer. Without
+    the reader thread of each worker, that was a deadlock (found by the benchmark)."""
+    state = EOfficeState(bulk_records=2_400, bulk_span_days=60, days=1)
+    with serve_in_thread(create_eoffice_app(state)) as server:
+        env = {"EOFFICE_URL": server.url, "EOFFICE_USER": state.username, "EOFFICE_PASSWORD": state.password}
+        here = _runtime(tmp_path, "here", f"sqlite:///{tmp_path}/here.db", env, workers=0, page_size=500)
+        workers = _runtime(tmp_path, "workers", f"sqlite:///{tmp_path}/workers.db", env, workers=1, page_size=500)
+        try:
+            for rt in (here, workers):
+                assert _sync(rt).outcome in ("success", "partial")
+            assert _stored(workers.db) == _stored(here.db)
+            assert _prepared(workers, "worker") >= 5 and _prepared(workers, "engine") == 0
+        finally:
+            here.close()
+            workers.close()
 
 
 def test_mapping_files_edited_before_a_reload_are_not_used_by_workers(

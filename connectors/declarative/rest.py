@@ -303,4 +303,4 @@ class RestConnector:
 
     def normalizer_recipe(self) -> NormalizerRecipe:
         maps = {name: cfg.normalize for name, cfg in self.cfg.streams.items()}  # the field maps, nothing else
-        return NormalizerRecipe(stream_normalizer, (maps, self.cfg.id_system))
+        return NormalizerRecipe(stream_normalizer, (maps, self.cfg.id_system), json_payloads=True)  # from orjson

@@ -38,6 +38,9 @@ class ArchivedRecord:
     payload_json: str
     content_hash: str
 
+    def __reduce__(self) -> tuple[Any, ...]:  # positional: pickles in C (see SourceRecord.__reduce__)
+        return ArchivedRecord, (self.record, self.payload_json, self.content_hash)
+
 
 _RAW_COLUMNS = ("source", "stream", "record_key", "content_hash", "payload", "fetched_at", "run_id")
 

@@ -73,6 +73,9 @@ class RunReport:
 
 
 _DONE: Any = object()
+# Pages handed to each preparing worker at once: while it prepares one, the next waits in its pipe, so it never
+# idles while the engine takes its last page (3,650 -> 3,900 records/s at 50,000 against one page at a time).
+PAGES_PER_WORKER = 2
 _FIRST_ANALYZE = 5_000  # facts inserted by this process before its first ANALYZE (PostgreSQL)
 T = TypeVar("T")
 
@@ -123,9 +126,8 @@ class _PageWork:
     prepared: PreparedPage
 
     @classmethod
-    def of(cls, connector: Connector, stream: str, page: Page, prepared: PreparedPage) -> _PageWork:
-        pairs = zip(page.records, prepared.encoded, strict=True)
-        archived = [rec_store.ArchivedRecord(rec, payload, digest) for rec, (payload, digest) in pairs]
+    def of(cls, connector: Connector, stream: str, page: Page, archived: list[rec_store.ArchivedRecord],
+           prepared: PreparedPage) -> _PageWork:  # fmt: skip
         for problem in page.problems:
             payload_json, digest = rec_store.encode_payload(problem.payload)
             prepared.quarantine.append(
@@ -279,18 +281,19 @@ class SyncEngine:
         recipe_of = getattr(connector, "normalizer_recipe", None)
         lease = self._preparer.lease() if self._preparer is not None and recipe_of is not None else None
         recipe = PackedRecipe.pack(recipe_of()) if lease is not None and recipe_of is not None else None
-        pending: deque[tuple[Page, Ticket | None, Valuer]] = deque()
+        pending: deque[tuple[Page, list[rec_store.ArchivedRecord], Ticket | None, Valuer]] = deque()
 
-        def finish(page: Page, ticket: Ticket | None, valuer: Valuer) -> _PageWork:
+        def finish(page: Page, archived: list[rec_store.ArchivedRecord], ticket: Ticket | None,
+                   valuer: Valuer) -> _PageWork:  # fmt: skip
             def here() -> PreparedPage:
-                return prepare_records(page.records, normalize=connector.normalize, valuer=valuer)
+                return prepare_records(archived, normalize=connector.normalize, valuer=valuer)
 
             prepared, by_worker = (here(), False) if ticket is None or lease is None else lease.resolve(ticket, here)
             self._metrics.pages_prepared.labels(connector.name, "worker" if by_worker else "engine").inc()
-            return _PageWork.of(connector, stream, page, prepared)
+            return _PageWork.of(connector, stream, page, archived, prepared)
 
         def in_flight() -> int:
-            return sum(1 for _, ticket, _ in pending if ticket is not None)
+            return sum(1 for _, _, ticket, _ in pending if ticket is not None)
 
         source = iter(pages)
         try:
@@ -303,21 +306,22 @@ class SyncEngine:
                     while pending:
                         yield finish(*pending.popleft())
                     raise
+                archived = rec_store.encode_records(page.records)  # the archive's bytes, whoever prepares
                 valuer = self._valuer()
                 root, version = getattr(valuer, "root", None), getattr(valuer, "version", None)
                 ticket = None
                 if lease is not None and recipe is not None and isinstance(root, Path) and isinstance(version, str):
-                    while in_flight() >= len(lease.workers):  # one page per worker: free the oldest one's
+                    while in_flight() >= PAGES_PER_WORKER * len(lease.workers):  # the oldest is due first
                         yield finish(*pending.popleft())
-                    ticket = lease.submit(recipe, root, version, page.records)
-                pending.append((page, ticket, valuer))
-                while pending and pending[0][1] is None:  # prepared here: due now, in order
+                    ticket = lease.submit(recipe, root, version, archived)
+                pending.append((page, archived, ticket, valuer))
+                while pending and pending[0][2] is None:  # prepared here: due now, in order
                     yield finish(*pending.popleft())
             while pending:
                 yield finish(*pending.popleft())
         finally:
             if lease is not None:
-                for _, ticket, _ in pending:  # the stream stopped early: answers nobody will store
+                for _, _, ticket, _ in pending:  # the stream stopped early: answers nobody will store
                     if ticket is not None:
                         lease.discard(ticket)
                 lease.release()

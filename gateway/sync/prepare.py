@@ -1,16 +1,19 @@
 """Preparing a page for the store, in the gateway's process or in worker processes.
 
-:func:`prepare_records` is everything between a page of source records and its transaction that needs no store:
-each record's canonical JSON and content hash, normalize, value, the work items' rows, the facts' stored values
-and their change-feed snapshot parts. It is pure (no store, no network, no metrics, no logging), and it is most
-of a sync's CPU: about 250 of the 400 µs a REST record costs, the store transaction most of the rest.
+:func:`prepare_records` is most of what lies between a page of archived records (their canonical JSON and
+content hash) and its transaction: normalize, value, the work items' rows, the facts' stored values and their
+change-feed snapshot parts. It is pure (no store, no network, no metrics, no logging), and it is about half of
+a sync's CPU; the store transaction is most of the rest.
 
 In one process that work and the store's share one interpreter lock, so a sync kept one core busy however
 many the machine had (the sync benchmark's own stand-in took 21 µs per record of the second). A
 :class:`ProcessPreparer` runs :func:`prepare_records` in worker processes instead, while the engine's process
-fetches and stores. What crosses to a worker is the page's records, how to build the connector's normalize
-(its :class:`~gateway.connector.NormalizerRecipe`: the streams' field maps, never clients or credentials) and
-which mappings to value with (their directory and version); what comes back is a :class:`PreparedPage`.
+fetches, encodes and stores. What crosses to a worker is the page's records, how to build the connector's
+normalize (its :class:`~gateway.connector.NormalizerRecipe`: the streams' field maps, never clients or
+credentials) and which mappings to value with (their directory and version); what comes back is a
+:class:`PreparedPage`. When the connector's payloads are plain JSON, a record crosses as its archived canonical
+JSON and the worker decodes it, as re-mapping from the raw archive does: four times cheaper than unpickling a
+decoded copy.
 
 Exactness comes first:
 
@@ -30,11 +33,14 @@ Exactness comes first:
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import hashlib
 import logging
 import multiprocessing
 import os
 import pickle
+import queue
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -42,6 +48,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Protocol
+
+import orjson
 
 from gateway.connector import Normalize, NormalizerRecipe
 from gateway.errors import RecordError
@@ -78,7 +86,6 @@ class Valuer(Protocol):
 class PreparedPage:
     """A page's records made ready for the store (see :func:`prepare_records`); plain data, so it pickles."""
 
-    encoded: list[tuple[str, str]] = field(default_factory=list)  # each record's canonical JSON and content hash
     item_rows: list[rec_store.EncodedWorkItem] = field(default_factory=list)
     facts: fact_store.PreparedFacts = field(default_factory=dict)
     snapshots: fact_store.SnapshotParts = field(default_factory=dict)
@@ -95,10 +102,11 @@ def quarantined(a: rec_store.ArchivedRecord, stage: str, error_kind: str, reason
                                      error_kind, reason)  # fmt: skip
 
 
-def prepare_records(records: Sequence[SourceRecord], *, normalize: Normalize, valuer: Valuer) -> PreparedPage:
-    """Encode, normalize and value ``records``; a record that fails to normalize or to map is quarantined."""
-    archived = rec_store.encode_records(records)
-    out = PreparedPage(encoded=[(a.payload_json, a.content_hash) for a in archived])
+def prepare_records(archived: Sequence[rec_store.ArchivedRecord], *, normalize: Normalize,
+                    valuer: Valuer) -> PreparedPage:  # fmt: skip
+    """Normalize and value the records (encoded by :func:`~gateway.store.records.encode_records`); a record
+    that fails to normalize or to map is quarantined."""
+    out = PreparedPage()
     items: list[tuple[WorkItem, str, str | None]] = []
     facts: list[Fact] = []
     for a in archived:
@@ -142,7 +150,18 @@ class _Job:
     recipe: bytes
     mappings_root: str
     mappings_version: str
-    records: Sequence[SourceRecord]
+    archived: Sequence[rec_store.ArchivedRecord] = ()  # the records with their canonical JSON and hash, or
+    as_json: Sequence[tuple[str, str, str, str | None, str, str]] = ()  # the same without the decoded payloads
+
+    def records(self) -> Sequence[rec_store.ArchivedRecord]:
+        """The page's records; from their canonical JSON for a connector whose payloads are plain JSON (the
+        same records, decoded faster than a pickled copy loads)."""
+        if not self.as_json:
+            return self.archived
+        return [
+            rec_store.ArchivedRecord(SourceRecord(source, stream, key, orjson.loads(payload), cursor), payload, digest)
+            for source, stream, key, cursor, payload, digest in self.as_json
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,12 +174,16 @@ class _Declined:
 _CACHE_SIZE = 4  # recipes and mapping sets per worker: one per source and one per mappings version in use
 _normalizers: OrderedDict[str, Normalize] = OrderedDict()
 _mapping_sets: OrderedDict[tuple[str, str], Any] = OrderedDict()
+_collector = {"freeze": False}  # the engine's process froze its start-up objects (gateway/gctune.py): a worker too
 
 
 def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any) -> Any:
     cache[key] = value
     while len(cache) > _CACHE_SIZE:
         cache.popitem(last=False)
+    if _collector["freeze"]:  # a new mapping set or normalizer lives as long as the worker: out of the GC's walks
+        gc.collect()
+        gc.freeze()
     return value
 
 
@@ -179,13 +202,17 @@ def _prepare_job(job: _Job) -> PreparedPage | _Declined:
         if normalize is None:
             recipe: NormalizerRecipe = pickle.loads(job.recipe)  # noqa: S301 - the engine's own bytes
             normalize = _remember(_normalizers, job.recipe_key, recipe.build(*recipe.args))
-        return prepare_records(job.records, normalize=normalize, valuer=mappings)
+        return prepare_records(job.records(), normalize=normalize, valuer=mappings)
     except Exception as exc:  # any failure: the engine prepares the page and sees it for itself
         return _Declined(f"{type(exc).__name__}: {exc}")
 
 
-def _serve(conn: Connection, engine_pid: int) -> None:
-    """A worker's life: read a job, answer it, until the engine's end closes or the engine's process is gone."""
+def _serve(conn: Connection, engine_pid: int, gc_thresholds: tuple[int, ...], freeze: bool) -> None:
+    """A worker's life: read a job, answer it, until the engine's end closes or the engine's process is gone.
+    The collector is set as the engine's (``KPIGW_GC_TUNING``): with the interpreter's defaults a worker spent
+    an eighth more CPU per page."""
+    gc.set_threshold(*gc_thresholds)
+    _collector["freeze"] = freeze
 
     def watch() -> None:  # a worker busy on a page would not see the pipe close
         while os.getppid() == engine_pid:
@@ -202,21 +229,40 @@ def _serve(conn: Connection, engine_pid: int) -> None:
 
 
 class _Worker:
-    """One worker process and the engine's end of its pipe; one page in flight at a time."""
+    """One worker process, the engine's end of its pipe, and a thread that reads the worker's answers as they
+    come: the worker never waits to write an answer while the engine writes it the next job (both messages
+    are larger than a pipe's buffer; without the reader they would wait for each other for ever)."""
 
     def __init__(self) -> None:
         context = multiprocessing.get_context("spawn")
         self.conn, theirs = context.Pipe(duplex=True)
-        self.process = context.Process(target=_serve, args=(theirs, os.getpid()), name="kpigw-prepare", daemon=True)
+        collector = (gc.get_threshold(), gc.get_freeze_count() > 0)  # the engine's settings, for the worker's own
+        self.process = context.Process(target=_serve, args=(theirs, os.getpid(), *collector), name="kpigw-prepare",
+                                       daemon=True)  # fmt: skip
         self.process.start()
         theirs.close()  # the worker holds the only other end: its death is an end of file here
         self.dead = False
+        self._answers: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        threading.Thread(target=self._read, name="kpigw-prepare-reader", daemon=True).start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                self._answers.put(self.conn.recv_bytes())
+            except (EOFError, OSError):  # the worker ended (perhaps halfway through an answer), or we closed
+                self._answers.put(None)
+                return
 
     def send(self, blob: bytes) -> None:
         self.conn.send_bytes(blob)
 
     def receive(self) -> PreparedPage | _Declined:
-        answer: PreparedPage | _Declined = pickle.loads(self.conn.recv_bytes())  # noqa: S301 - our worker's bytes
+        """The answer to the oldest job not answered yet; EOFError once the worker has ended."""
+        blob = self._answers.get()
+        if blob is None:
+            self._answers.put(None)  # and for every later job of this worker
+            raise EOFError("the worker process ended")
+        answer: PreparedPage | _Declined = pickle.loads(blob)  # noqa: S301 - our worker's bytes
         return answer
 
     def close(self) -> None:
@@ -235,11 +281,12 @@ class PackedRecipe:
 
     key: str
     blob: bytes
+    json_payloads: bool
 
     @classmethod
     def pack(cls, recipe: NormalizerRecipe) -> PackedRecipe:
         blob = pickle.dumps(recipe, protocol=pickle.HIGHEST_PROTOCOL)
-        return cls(hashlib.blake2b(blob, digest_size=16).hexdigest(), blob)
+        return cls(hashlib.blake2b(blob, digest_size=16).hexdigest(), blob, recipe.json_payloads)
 
 
 @dataclass(slots=True)
@@ -251,14 +298,15 @@ class Ticket:
 
 
 class Lease:
-    """The workers one stream run has to itself, used in turn, one page each in flight (:meth:`submit`, then
-    :meth:`resolve` in the same order). A worker found dead is replaced at its next turn."""
+    """The workers one stream run has to itself, used in turn (:meth:`submit`, then :meth:`resolve` in the same
+    order; a worker answers its jobs in the order it got them). A worker found dead is replaced at its next
+    turn."""
 
     def __init__(self, preparer: ProcessPreparer, workers: list[_Worker]) -> None:
         self._preparer, self.workers, self._turn = preparer, workers, 0
 
     def submit(self, recipe: PackedRecipe, mappings_root: Path, mappings_version: str,
-               records: Sequence[SourceRecord]) -> Ticket:  # fmt: skip
+               archived: Sequence[rec_store.ArchivedRecord]) -> Ticket:  # fmt: skip
         index = self._turn % len(self.workers)
         self._turn += 1
         try:
@@ -268,7 +316,13 @@ class Lease:
                 fresh = self.workers[index] = _Worker()
                 self._preparer.adopt(fresh, replacing=worker)
                 worker = fresh
-            job = _Job(recipe.key, recipe.blob, str(mappings_root), mappings_version, records)
+            job = _Job(recipe.key, recipe.blob, str(mappings_root), mappings_version)
+            if recipe.json_payloads:
+                rows = [(a.record, a.payload_json, a.content_hash) for a in archived]
+                as_json = [(r.source, r.stream, r.key, r.cursor_value, payload, digest) for r, payload, digest in rows]
+                job = dataclasses.replace(job, as_json=as_json)
+            else:
+                job = dataclasses.replace(job, archived=archived)
             worker.send(pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL))
             return Ticket(worker)
         except Exception as exc:  # a worker gone (a broken pipe), one that cannot start, a job that does not pickle
