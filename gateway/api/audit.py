@@ -11,6 +11,7 @@ import orjson
 from sqlalchemy import Connection, select
 
 from gateway.security.principal import Principal
+from gateway.store._upsert import db_timestamp
 from gateway.store.models import AuditLog
 
 AUDIT = AuditLog.__table__  # type: ignore[attr-defined]
@@ -32,8 +33,16 @@ def record_read(conn: Connection, principal: Principal, *, action: str, filters:
     concurrent readers; while an asynchronous commit can lose the audit rows of the last ~600 ms of reads
     that were served if the PostgreSQL server crashes. Revisit only on storage with slow fsync."""
     detail = {"filter": dict(filters), "rows": rows, "via": principal.via, "scope": principal.scope.listing()}
-    conn.execute(AUDIT.insert(), _row(principal, action, detail))
+    blob = orjson.dumps(detail, option=orjson.OPT_SORT_KEYS, default=str).decode()
+    # Through the driver, as the sync's bulk writes are: SQLAlchemy's per-statement work (cache key, parameter
+    # processing, result set-up) was a fifth of a change-feed request's CPU in the API process.
+    sql = _INSERT_QMARK if conn.dialect.paramstyle == "qmark" else _INSERT_FORMAT
+    conn.exec_driver_sql(sql, (db_timestamp(conn, datetime.now(UTC)), principal.client_id, action, blob))
     conn.commit()
+
+
+_INSERT_QMARK = "INSERT INTO audit_log (at, actor, action, detail) VALUES (?, ?, ?, ?)"  # SQLite
+_INSERT_FORMAT = "INSERT INTO audit_log (at, actor, action, detail) VALUES (%s, %s, %s, %s)"  # psycopg
 
 
 def record_admin(conn: Connection, principal: Principal, *, action: str, detail: Mapping[str, Any]) -> None:
