@@ -41,6 +41,7 @@ import multiprocessing
 import os
 import pickle
 import queue
+import socket
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -225,7 +226,10 @@ def _serve(conn: Connection, engine_pid: int, gc_thresholds: tuple[int, ...], fr
             job = pickle.loads(conn.recv_bytes())  # noqa: S301 - the engine's own bytes
         except (EOFError, OSError):
             return
-        conn.send_bytes(pickle.dumps(_prepare_job(job), protocol=pickle.HIGHEST_PROTOCOL))
+        try:
+            conn.send_bytes(pickle.dumps(_prepare_job(job), protocol=pickle.HIGHEST_PROTOCOL))
+        except OSError:  # the engine closed its end (a lease gave this worker up): nobody waits for the answer
+            return
 
 
 class _Worker:
@@ -243,7 +247,8 @@ class _Worker:
         theirs.close()  # the worker holds the only other end: its death is an end of file here
         self.dead = False
         self._answers: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-        threading.Thread(target=self._read, name="kpigw-prepare-reader", daemon=True).start()
+        self._reader = threading.Thread(target=self._read, name="kpigw-prepare-reader", daemon=True)
+        self._reader.start()
 
     def _read(self) -> None:
         while True:
@@ -266,7 +271,19 @@ class _Worker:
         return answer
 
     def close(self) -> None:
+        """End the worker. Closing our end alone would not do: the reader thread, blocked in a read on it, keeps
+        the socket open, so the worker would never see an end of file (close waited 5 s, then killed it), and the
+        descriptor's number, freed under the reader, could be reused by the next worker's pipe. A shutdown ends
+        both reads; the descriptor closes once the reader is gone."""
         self.dead = True
+        if self.conn.closed:
+            return
+        try:
+            with socket.fromfd(self.conn.fileno(), socket.AF_UNIX, socket.SOCK_STREAM) as end:  # a duplicate
+                end.shutdown(socket.SHUT_RDWR)
+        except OSError:  # already shut down
+            pass
+        self._reader.join(timeout=5)
         self.conn.close()
         self.process.join(timeout=5)
         if self.process.is_alive():
