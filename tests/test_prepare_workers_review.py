@@ -2,9 +2,48 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
+from gateway.connector import Page
 from gateway.sync.prepare import ProcessPreparer
+from gateway.types import SourceRecord
+from tests.test_prepare_workers import _engine, _prepared, _runtime, _stored, _sync, _Wrapped
+
+
+class _Unpicklable:
+    """A payload value a connector may hand over (a parser's object): archived as its str, never pickled."""
+
+    def __str__(self) -> str:
+        return "an unpicklable value"
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError("cannot pickle this value")
+
+
+class _Poisoned(_Wrapped):
+    """The e-office connector whose first page carries a value that does not pickle, with a recipe that sends
+    records pickled (not as their JSON)."""
+
+    def __init__(self, inner: Any, *, recipe: Any = None) -> None:
+        super().__init__(inner)
+        base = inner.normalizer_recipe()
+        self.normalizer_recipe = recipe or (lambda: dataclasses.replace(base, json_payloads=False))
+        self.poisoned = 0
+
+    def read(self, stream: str, cursor: str | None) -> Iterator[Page]:
+        for n, page in enumerate(self._inner.read(stream, cursor)):
+            if n == 0 and page.records:
+                first = page.records[0]
+                poisoned = SourceRecord(first.source, first.stream, first.key,
+                                        {**first.payload, "extra": _Unpicklable()}, first.cursor_value)  # fmt: skip
+                self.poisoned += 1
+                yield dataclasses.replace(page, records=[poisoned, *page.records[1:]])
+            else:
+                yield page
 
 
 def test_closing_an_idle_worker_is_prompt_and_does_not_kill_it() -> None:
@@ -19,3 +58,33 @@ def test_closing_an_idle_worker_is_prompt_and_does_not_kill_it() -> None:
     preparer.close()
     assert time.monotonic() - started < 2.0
     assert worker.process.exitcode == 0
+
+
+def test_a_page_that_does_not_pickle_keeps_its_worker(
+    tmp_path: Path, eoffice_env: dict[str, str]
+) -> None:
+    """A job that does not pickle is the page's problem, not the worker's: it was marked dead, so the next turn
+    closed it (a 5 s wait, then SIGKILL) and spawned another."""
+    reference = _runtime(tmp_path, "ref", f"sqlite:///{tmp_path}/ref.db", eoffice_env, workers=0)
+    rt = _runtime(tmp_path, "poison", f"sqlite:///{tmp_path}/poison.db", eoffice_env, workers=0)
+    preparer = ProcessPreparer(1)
+    try:
+        _sync(reference, _Poisoned(reference.connector("eoffice")))
+        lease = preparer.lease()  # start the worker before timing
+        assert lease is not None
+        lease.release()
+        pids = preparer.worker_pids()
+        engine = _engine(rt, preparer)
+        started = time.monotonic()
+        connector = _Poisoned(rt.connector("eoffice"))
+        _sync(dataclasses.replace(rt, sync=engine), connector)
+        elapsed = time.monotonic() - started
+        assert connector.poisoned >= 2  # a page of each stream
+        assert _stored(rt.db) == _stored(reference.db)
+        assert _prepared(rt, "engine") == connector.poisoned and _prepared(rt, "worker") > 2
+        assert preparer.worker_pids() == pids, "the worker was replaced"
+        assert elapsed < 4.0
+    finally:
+        preparer.close()
+        reference.close()
+        rt.close()

@@ -223,11 +223,18 @@ def _serve(conn: Connection, engine_pid: int, gc_thresholds: tuple[int, ...], fr
     threading.Thread(target=watch, name="kpigw-prepare-engine-watch", daemon=True).start()
     while True:
         try:
-            job = pickle.loads(conn.recv_bytes())  # noqa: S301 - the engine's own bytes
+            blob = conn.recv_bytes()
         except (EOFError, OSError):
             return
+        answer: PreparedPage | _Declined
         try:
-            conn.send_bytes(pickle.dumps(_prepare_job(job), protocol=pickle.HIGHEST_PROTOCOL))
+            job = pickle.loads(blob)  # noqa: S301 - the engine's own bytes
+        except Exception as exc:  # a record that pickles but does not load here: the page's problem, not ours
+            answer = _Declined(f"the job did not load in the worker: {type(exc).__name__}: {exc}")
+        else:
+            answer = _prepare_job(job)
+        try:
+            conn.send_bytes(pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
         except OSError:  # the engine closed its end (a lease gave this worker up): nobody waits for the answer
             return
 
@@ -324,6 +331,17 @@ class Lease:
 
     def submit(self, recipe: PackedRecipe, mappings_root: Path, mappings_version: str,
                archived: Sequence[rec_store.ArchivedRecord]) -> Ticket:  # fmt: skip
+        job = _Job(recipe.key, recipe.blob, str(mappings_root), mappings_version)
+        try:
+            if recipe.json_payloads:
+                rows = [(a.record, a.payload_json, a.content_hash) for a in archived]
+                as_json = [(r.source, r.stream, r.key, r.cursor_value, payload, digest) for r, payload, digest in rows]
+                job = dataclasses.replace(job, as_json=as_json)
+            else:
+                job = dataclasses.replace(job, archived=archived)
+            blob = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # a page that does not pickle: the engine prepares it; the worker is fine
+            return Ticket(None, f"the page does not pickle: {type(exc).__name__}: {exc}")
         index = self._turn % len(self.workers)
         self._turn += 1
         try:
@@ -333,16 +351,9 @@ class Lease:
                 fresh = self.workers[index] = _Worker()
                 self._preparer.adopt(fresh, replacing=worker)
                 worker = fresh
-            job = _Job(recipe.key, recipe.blob, str(mappings_root), mappings_version)
-            if recipe.json_payloads:
-                rows = [(a.record, a.payload_json, a.content_hash) for a in archived]
-                as_json = [(r.source, r.stream, r.key, r.cursor_value, payload, digest) for r, payload, digest in rows]
-                job = dataclasses.replace(job, as_json=as_json)
-            else:
-                job = dataclasses.replace(job, archived=archived)
-            worker.send(pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL))
+            worker.send(blob)
             return Ticket(worker)
-        except Exception as exc:  # a worker gone (a broken pipe), one that cannot start, a job that does not pickle
+        except Exception as exc:  # a worker gone (a broken pipe), one that cannot start
             self.workers[index].dead = True
             return Ticket(None, f"{type(exc).__name__}: {exc}")
 
