@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gateway.connector import Page
+from gateway.connector import NormalizerRecipe, Page
 from gateway.sync.prepare import ProcessPreparer
 from gateway.types import SourceRecord
 from tests.test_prepare_workers import _engine, _prepared, _runtime, _stored, _sync, _Wrapped
@@ -84,6 +84,36 @@ def test_a_page_that_does_not_pickle_keeps_its_worker(
         assert _prepared(rt, "engine") == connector.poisoned and _prepared(rt, "worker") > 2
         assert preparer.worker_pids() == pids, "the worker was replaced"
         assert elapsed < 4.0
+    finally:
+        preparer.close()
+        reference.close()
+        rt.close()
+
+
+def _lambda_recipe() -> NormalizerRecipe:
+    return NormalizerRecipe(lambda: None, ())  # a build that travels by name cannot be a lambda: no pickle
+
+
+def test_a_recipe_that_does_not_pickle_falls_back_and_keeps_the_pool(
+    tmp_path: Path, eoffice_env: dict[str, str]
+) -> None:
+    """PackedRecipe.pack ran after the lease, outside the try/finally: the sync raised PicklingError instead of
+    preparing its pages itself, and the leased workers never went back to the pool."""
+    reference = _runtime(tmp_path, "ref", f"sqlite:///{tmp_path}/ref.db", eoffice_env, workers=0)
+    rt = _runtime(tmp_path, "recipe", f"sqlite:///{tmp_path}/recipe.db", eoffice_env, workers=0)
+    preparer = ProcessPreparer(1)
+    try:
+        _sync(reference)
+        engine = _engine(rt, preparer)
+        connector = _Wrapped(rt.connector("eoffice"))
+        connector.normalizer_recipe = _lambda_recipe
+        report = _sync(dataclasses.replace(rt, sync=engine), connector)
+        assert report.outcome in ("success", "partial")
+        assert _stored(rt.db) == _stored(reference.db)
+        assert _prepared(rt, "engine") > 2 and _prepared(rt, "worker") == 0
+        lease = preparer.lease()
+        assert lease is not None, "the failed run kept the pool's workers"
+        lease.release()
     finally:
         preparer.close()
         reference.close()
