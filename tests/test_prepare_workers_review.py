@@ -8,9 +8,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from connectors.declarative.config import NormalizeConfig
+from connectors.declarative.rest import stream_normalizer
 from gateway.connector import NormalizerRecipe, Page
-from gateway.sync.prepare import ProcessPreparer
+from gateway.mapping.mappingset import load_mappings
+from gateway.store import records as rec_store
+from gateway.sync.prepare import PackedRecipe, PreparedPage, ProcessPreparer, prepare_records
 from gateway.types import SourceRecord
+from tests.conftest import ROOT
 from tests.test_prepare_workers import _engine, _prepared, _runtime, _stored, _sync, _Wrapped
 
 
@@ -118,3 +123,41 @@ def test_a_recipe_that_does_not_pickle_falls_back_and_keeps_the_pool(
         preparer.close()
         reference.close()
         rt.close()
+
+
+def _normalize_config() -> NormalizeConfig:
+    return NormalizeConfig.model_validate({
+        "kind": "incoming_document", "key": "doc:{agency}:in:{id}", "agency": "agency", "title": "subject",
+        "unit": "unit", "status": "status",
+    })  # fmt: skip
+
+
+def test_json_records_keep_their_key_order(tmp_path: Path) -> None:
+    """Records crossed as their archived canonical JSON, whose keys are sorted: a field map reading an object
+    (here the title, an object the source sends with its keys in its own order) then stringified it with the keys
+    in another order than the engine's own normalize."""
+    mappings = load_mappings(ROOT / "mappings")
+    recipe = NormalizerRecipe(stream_normalizer, ({"docs": _normalize_config()}, "ioffice"), json_payloads=True)
+    records = [
+        SourceRecord("rest", "docs", f"r{i}", {"id": i, "agency": "SKHCN", "unit": "VP", "status": "done",
+                                             "subject": {"vi": f"Văn bản {i}", "en": f"Document {i}"}})
+        for i in range(3)
+    ]  # fmt: skip
+    archived = rec_store.encode_records(records)
+    here = prepare_records(archived, normalize=recipe.build(*recipe.args), valuer=mappings)
+    preparer = ProcessPreparer(1)
+    try:
+        lease = preparer.lease()
+        assert lease is not None
+        assert mappings.root is not None
+        ticket = lease.submit(PackedRecipe.pack(recipe), mappings.root, mappings.version, archived)
+
+        def fail() -> PreparedPage:
+            raise AssertionError("the worker declined the page")
+
+        there, by_worker = lease.resolve(ticket, fail)
+        lease.release()
+        assert by_worker
+        assert there.item_rows == here.item_rows
+    finally:
+        preparer.close()

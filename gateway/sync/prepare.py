@@ -11,9 +11,9 @@ many the machine had (the sync benchmark's own stand-in took 21 µs per record o
 fetches, encodes and stores. What crosses to a worker is the page's records, how to build the connector's
 normalize (its :class:`~gateway.connector.NormalizerRecipe`: the streams' field maps, never clients or
 credentials) and which mappings to value with (their directory and version); what comes back is a
-:class:`PreparedPage`. When the connector's payloads are plain JSON, a record crosses as its archived canonical
-JSON and the worker decodes it, as re-mapping from the raw archive does: four times cheaper than unpickling a
-decoded copy.
+:class:`PreparedPage`. When the connector's payloads are plain JSON, a record crosses as JSON (its archived
+canonical JSON and hash, and its payload's JSON in the source's key order, which a field map may see) and the
+worker decodes it: four times cheaper than unpickling a decoded copy.
 
 Exactness comes first:
 
@@ -152,16 +152,17 @@ class _Job:
     mappings_root: str
     mappings_version: str
     archived: Sequence[rec_store.ArchivedRecord] = ()  # the records with their canonical JSON and hash, or
-    as_json: Sequence[tuple[str, str, str, str | None, str, str]] = ()  # the same without the decoded payloads
+    # the same without the decoded payloads: canonical JSON and hash, and the payload's JSON in its own key order
+    as_json: Sequence[tuple[str, str, str, str | None, str, str, bytes]] = ()
 
     def records(self) -> Sequence[rec_store.ArchivedRecord]:
-        """The page's records; from their canonical JSON for a connector whose payloads are plain JSON (the
-        same records, decoded faster than a pickled copy loads)."""
+        """The page's records; from their JSON for a connector whose payloads are plain JSON (the same records,
+        decoded faster than a pickled copy loads)."""
         if not self.as_json:
             return self.archived
         return [
-            rec_store.ArchivedRecord(SourceRecord(source, stream, key, orjson.loads(payload), cursor), payload, digest)
-            for source, stream, key, cursor, payload, digest in self.as_json
+            rec_store.ArchivedRecord(SourceRecord(source, stream, key, orjson.loads(ordered), cursor), payload, digest)
+            for source, stream, key, cursor, payload, digest, ordered in self.as_json
         ]
 
 
@@ -334,8 +335,11 @@ class Lease:
         job = _Job(recipe.key, recipe.blob, str(mappings_root), mappings_version)
         try:
             if recipe.json_payloads:
+                # The payload's own JSON, keys in the source's order (the canonical JSON sorts them, and a field
+                # map that stringifies an object would then see another order than the engine's normalize).
                 rows = [(a.record, a.payload_json, a.content_hash) for a in archived]
-                as_json = [(r.source, r.stream, r.key, r.cursor_value, payload, digest) for r, payload, digest in rows]
+                as_json = [(r.source, r.stream, r.key, r.cursor_value, payload, digest, orjson.dumps(r.payload))
+                           for r, payload, digest in rows]  # fmt: skip
                 job = dataclasses.replace(job, as_json=as_json)
             else:
                 job = dataclasses.replace(job, archived=archived)
