@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +18,7 @@ from gateway.mapping.mappingset import load_mappings
 from gateway.store import records as rec_store
 from gateway.sync.prepare import PackedRecipe, PreparedPage, ProcessPreparer, prepare_records
 from gateway.types import SourceRecord
-from tests.conftest import ROOT
+from tests.conftest import ROOT, write_eoffice_source
 from tests.test_prepare_workers import _engine, _prepared, _runtime, _stored, _sync, _Wrapped
 
 
@@ -62,7 +65,7 @@ def test_closing_an_idle_worker_is_prompt_and_does_not_kill_it() -> None:
     started = time.monotonic()
     preparer.close()
     assert time.monotonic() - started < 2.0
-    assert worker.process.exitcode == 0
+    assert worker.process.returncode == 0
 
 
 def test_a_page_that_does_not_pickle_keeps_its_worker(
@@ -161,3 +164,41 @@ def test_json_records_keep_their_key_order(tmp_path: Path) -> None:
         assert there.item_rows == here.item_rows
     finally:
         preparer.close()
+
+
+_EMBEDDING = """
+import os
+from pathlib import Path
+
+from gateway.metrics import Metrics
+from gateway.runtime import build_runtime
+from gateway.settings import Settings
+
+with open(os.environ["RAN"], "a") as ran:
+    ran.write(f"{os.getpid()}\\n")
+settings = Settings(database_url=os.environ["STORE"], sources_dir=Path(os.environ["SOURCES"]), scheduler=False,
+                    prepare_workers=1)
+rt = build_runtime(settings, metrics=Metrics(), env=dict(os.environ))
+connector = rt.connector("eoffice")
+print(rt.sync.run(connector).outcome, flush=True)
+connector.close()
+rt.close()
+"""
+
+
+def test_a_program_without_a_main_guard_is_not_run_again_by_its_workers(
+    tmp_path: Path, eoffice_env: dict[str, str]
+) -> None:
+    """Workers were started with multiprocessing's spawn, which runs the engine's __main__ again in the child: a
+    script embedding the gateway without ``if __name__ == "__main__"`` ran its whole body in each worker, here a
+    second sync of the same source into the same store (the worker's own lease failed, so it synced in-process)."""
+    write_eoffice_source(tmp_path / "sources", page_size=40)
+    script = tmp_path / "embed.py"
+    script.write_text(_EMBEDDING, encoding="utf-8")
+    env = {**os.environ, **eoffice_env, "RAN": str(tmp_path / "ran"), "STORE": f"sqlite:///{tmp_path}/s.db",
+           "SOURCES": str(tmp_path / "sources")}  # fmt: skip
+    done = subprocess.run([sys.executable, str(script)], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert len((tmp_path / "ran").read_text().split()) == 1, "a worker ran the program again"
+    assert done.stdout.split() in (["success"], ["partial"])

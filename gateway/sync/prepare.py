@@ -23,7 +23,8 @@ Exactness comes first:
 - Anything that goes wrong in a worker (the version check, an exception, a worker killed) makes the engine
   prepare the page itself, with the same mapping set. A bug in a normalizer therefore surfaces exactly as it
   does without workers, and a dead worker costs a warning and a slower page, never a page.
-- Each worker is a fresh interpreter (``spawn``: no copy of the engine's threads or open store handles) with a
+- Each worker is a fresh interpreter started straight into this module (no copy of the engine's threads or
+  open store handles, and never the engine's ``__main__`` again, as multiprocessing's spawn does) with a
   pipe of its own, of which the engine keeps only its end: a worker that dies, even halfway through writing a
   result, is an end of file there, never a wait. (``concurrent.futures.ProcessPoolExecutor`` was the first
   version: a worker killed while writing its result left the pool's reader waiting forever for the rest,
@@ -36,12 +37,14 @@ from __future__ import annotations
 import dataclasses
 import gc
 import hashlib
+import json
 import logging
-import multiprocessing
 import os
 import pickle
 import queue
 import socket
+import subprocess
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -240,19 +243,39 @@ def _serve(conn: Connection, engine_pid: int, gc_thresholds: tuple[int, ...], fr
             return
 
 
+# How a worker process starts: with the engine's import path, straight into this module. Not multiprocessing's
+# spawn: it runs the engine's ``__main__`` again in the worker (as ``__mp_main__``), and an embedding script
+# without a main guard then ran its whole body in every worker, a second sync of the same source included.
+_BOOT = ("import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
+         "from gateway.sync.prepare import _worker_main; _worker_main()")  # fmt: skip
+
+
+def _worker_main() -> None:
+    """A worker process's entry point (:data:`_BOOT`): its end of the pipe, the engine's process id and collector
+    settings come as arguments."""
+    _, _, fd, engine_pid, thresholds, freeze = sys.argv
+    _serve(Connection(int(fd)), int(engine_pid), tuple(json.loads(thresholds)), freeze == "1")
+
+
 class _Worker:
     """One worker process, the engine's end of its pipe, and a thread that reads the worker's answers as they
     come: the worker never waits to write an answer while the engine writes it the next job (both messages
     are larger than a pipe's buffer; without the reader they would wait for each other for ever)."""
 
     def __init__(self) -> None:
-        context = multiprocessing.get_context("spawn")
-        self.conn, theirs = context.Pipe(duplex=True)
-        collector = (gc.get_threshold(), gc.get_freeze_count() > 0)  # the engine's settings, for the worker's own
-        self.process = context.Process(target=_serve, args=(theirs, os.getpid(), *collector), name="kpigw-prepare",
-                                       daemon=True)  # fmt: skip
-        self.process.start()
-        theirs.close()  # the worker holds the only other end: its death is an end of file here
+        ours, theirs = socket.socketpair()  # neither end is inherited by other children
+        try:
+            collector = (json.dumps(gc.get_threshold()), "1" if gc.get_freeze_count() > 0 else "0")  # the engine's
+            self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                [sys.executable, "-c", _BOOT, json.dumps(sys.path), str(theirs.fileno()), str(os.getpid()), *collector],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()  # the worker holds the only other end: its death is an end of file here
+        self.conn = Connection(ours.detach())
         self.dead = False
         self._answers: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._reader = threading.Thread(target=self._read, name="kpigw-prepare-reader", daemon=True)
@@ -293,10 +316,11 @@ class _Worker:
             pass
         self._reader.join(timeout=5)
         self.conn.close()
-        self.process.join(timeout=5)
-        if self.process.is_alive():
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
             self.process.kill()
-            self.process.join(timeout=5)
+            self.process.wait(timeout=5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,7 +465,7 @@ class ProcessPreparer:
     def worker_pids(self) -> list[int]:
         """The workers' process ids, idle or leased (none before the first lease): for the benchmark and tests."""
         with self._lock:
-            return sorted(w.process.pid for w in self._live if w.process.pid is not None)
+            return sorted(w.process.pid for w in self._live)
 
     def warn_once(self, reason: str) -> None:
         if reason not in self._warned:
@@ -472,7 +496,7 @@ _shared_lock = threading.Lock()
 def shared_preparer(workers: int) -> ProcessPreparer | None:
     """The process's pool of ``workers`` preparing processes (None for 0: prepare in the engine's process).
     Shared: engines come and go (tests build many) and the workers' caches are keyed by content; the workers
-    are daemons, ended with the interpreter."""
+    end with the interpreter (their pipe closes; a busy one sees its parent gone within a second)."""
     if workers <= 0:
         return None
     with _shared_lock:
