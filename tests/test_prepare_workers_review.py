@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -11,11 +12,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from connectors.declarative.config import NormalizeConfig
 from connectors.declarative.rest import stream_normalizer
 from gateway.connector import NormalizerRecipe, Page
+from gateway.mapping import mappingset
 from gateway.mapping.mappingset import load_mappings
 from gateway.store import records as rec_store
+from gateway.sync.engine import SyncEngine
 from gateway.sync.prepare import PackedRecipe, PreparedPage, ProcessPreparer, prepare_records
 from gateway.types import SourceRecord
 from tests.conftest import ROOT, write_eoffice_source
@@ -202,3 +207,39 @@ def test_a_program_without_a_main_guard_is_not_run_again_by_its_workers(
     assert done.returncode == 0, done.stderr
     assert len((tmp_path / "ran").read_text().split()) == 1, "a worker ran the program again"
     assert done.stdout.split() in (["success"], ["partial"])
+
+
+def test_a_mapping_file_edited_while_the_engine_loads_is_not_mistaken_for_its_version(
+    tmp_path: Path, eoffice_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker trusts the version (a digest of the files) to name the mapping set's content. load_mappings parsed
+    each file, then read them all again for the digest: a file saved in between gave the engine the old rules
+    under the new files' version, and a worker, loading the new files, found the versions equal and valued the
+    page with other rules than the engine held."""
+    mappings = tmp_path / "mappings"
+    shutil.copytree(ROOT / "mappings", mappings)
+    rules = mappings / "rules" / "SKHCN.yaml"
+    edited = rules.read_text(encoding="utf-8").replace("      lead: 1\n", "      lead: 2\n")
+    real_load_yaml = mappingset.load_yaml
+
+    def saved_meanwhile(path: Path) -> Any:
+        found = real_load_yaml(path)
+        if path == rules and rules.read_text(encoding="utf-8") != edited:
+            rules.write_text(edited, encoding="utf-8")  # an editor saves right after the loader read the file
+        return found
+
+    monkeypatch.setattr(mappingset, "load_yaml", saved_meanwhile)
+    rt = _runtime(tmp_path, "workers", f"sqlite:///{tmp_path}/workers.db", eoffice_env, workers=0, mappings=mappings)
+    monkeypatch.setattr(mappingset, "load_yaml", real_load_yaml)
+    here = _runtime(tmp_path, "here", f"sqlite:///{tmp_path}/here.db", eoffice_env, workers=0)
+    preparer = ProcessPreparer(1)
+    try:
+        held = rt.mappings.current
+        _sync(dataclasses.replace(rt, sync=_engine(rt, preparer)))
+        in_process = SyncEngine(engine=here.db, valuer=lambda: held, metrics=here.metrics)  # the same set, here
+        _sync(dataclasses.replace(here, sync=in_process))
+        assert _stored(rt.db) == _stored(here.db)
+    finally:
+        preparer.close()
+        here.close()
+        rt.close()
