@@ -243,3 +243,21 @@ def test_a_mapping_file_edited_while_the_engine_loads_is_not_mistaken_for_its_ve
         preparer.close()
         here.close()
         rt.close()
+
+
+def test_no_credential_reaches_a_worker_through_its_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The recipes carry no credentials, but every worker inherited the engine's whole environment: the sources'
+    ``${ENV}`` secrets, the store's URL with its password, the metrics token."""
+    monkeypatch.setenv("EOFFICE_PASSWORD", "secret-eoffice-password")
+    monkeypatch.setenv("KPIGW_DATABASE_URL", "postgresql://kpigw:secret-db-password@db/kpigw")
+    preparer = ProcessPreparer(1)
+    try:
+        lease = preparer.lease()
+        assert lease is not None
+        (pid,) = preparer.worker_pids()
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        lease.release()
+        assert b"secret-eoffice-password" not in environ
+        assert b"secret-db-password" not in environ
+    finally:
+        preparer.close()

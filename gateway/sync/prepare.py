@@ -250,6 +250,18 @@ _BOOT = ("import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
          "from gateway.sync.prepare import _worker_main; _worker_main()")  # fmt: skip
 
 
+# What a worker's environment keeps of the engine's: what an interpreter needs to start and to format as the
+# engine does. Nothing else: the sources' credentials are ``${ENV}`` references, the store's URL and the
+# metrics token are settings, all in the engine's environment, and a worker needs none of them.
+_WORKER_ENV = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP", "LD_LIBRARY_PATH", "VIRTUAL_ENV",
+               "SYSTEMROOT")  # fmt: skip
+
+
+def _worker_env() -> dict[str, str]:
+    return {name: value for name, value in os.environ.items()
+            if name in _WORKER_ENV or name.startswith(("LC_", "PYTHON"))}  # fmt: skip
+
+
 def _worker_main() -> None:
     """A worker process's entry point (:data:`_BOOT`): its end of the pipe, the engine's process id and collector
     settings come as arguments."""
@@ -268,7 +280,7 @@ class _Worker:
             collector = (json.dumps(gc.get_threshold()), "1" if gc.get_freeze_count() > 0 else "0")  # the engine's
             self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
                 [sys.executable, "-c", _BOOT, json.dumps(sys.path), str(theirs.fileno()), str(os.getpid()), *collector],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=_worker_env(),
             )  # fmt: skip
         except BaseException:
             ours.close()
