@@ -147,9 +147,38 @@ def _cross_check(catalogs: Mapping[str, CatalogHistory], rule_files: tuple[Loade
     return errors, warnings
 
 
+def _mapping_files(directory: Path) -> list[Path]:
+    """The files :func:`load_mappings` reads, as they are now."""
+    catalogs = sorted((directory / "catalogs").glob("*/*.yaml")) if (directory / "catalogs").is_dir() else []
+    rules = sorted((directory / "rules").rglob("*.yaml")) if (directory / "rules").is_dir() else []
+    others = [p for p in (directory / "policy.yaml", directory / "exemptions.yaml", directory / "people.csv")
+              if p.exists()]  # fmt: skip
+    return [*catalogs, *rules, *others]
+
+
+_LOAD_ATTEMPTS = 5
+
+
 def load_mappings(directory: Path) -> MappingSet:
-    """Load, validate and compile every mapping file under ``directory``; all problems in one ConfigError."""
+    """Load, validate and compile every mapping file under ``directory``; all problems in one ConfigError.
+
+    The version names the content loaded: the files are parsed, then read again for the digest, so a file saved
+    in between would give the old rules the new files' version (and a page-preparing worker, which loads the
+    directory and trusts an equal version, other rules than the engine's). A load that saw the files change is
+    therefore done again."""
     directory = Path(directory)
+    for _ in range(_LOAD_ATTEMPTS):
+        try:
+            before = _digest(directory, _mapping_files(directory))
+            loaded = _load_once(directory)
+        except FileNotFoundError:  # a file removed between listing and reading: the files changed
+            continue
+        if loaded.version == before:
+            return loaded
+    raise ConfigError(f"{directory}: the mapping files kept changing while they were loaded; try again")
+
+
+def _load_once(directory: Path) -> MappingSet:
     if not directory.is_dir():
         raise ConfigError(f"{directory}: the mappings directory does not exist")
     problems: list[str] = []

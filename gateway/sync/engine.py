@@ -280,7 +280,15 @@ class SyncEngine:
         """
         recipe_of = getattr(connector, "normalizer_recipe", None)
         lease = self._preparer.lease() if self._preparer is not None and recipe_of is not None else None
-        recipe = PackedRecipe.pack(recipe_of()) if lease is not None and recipe_of is not None else None
+        recipe: PackedRecipe | None = None
+        if lease is not None and recipe_of is not None:
+            try:
+                recipe = PackedRecipe.pack(recipe_of())
+            except Exception as exc:  # a recipe that does not pickle: the pages are prepared here, as without one
+                lease.release()
+                lease = None
+                if self._preparer is not None:
+                    self._preparer.warn_once(f"the normalizer recipe does not pickle: {type(exc).__name__}: {exc}")
         pending: deque[tuple[Page, list[rec_store.ArchivedRecord], Ticket | None, Valuer]] = deque()
 
         def finish(page: Page, archived: list[rec_store.ArchivedRecord], ticket: Ticket | None,

@@ -11,9 +11,9 @@ many the machine had (the sync benchmark's own stand-in took 21 µs per record o
 fetches, encodes and stores. What crosses to a worker is the page's records, how to build the connector's
 normalize (its :class:`~gateway.connector.NormalizerRecipe`: the streams' field maps, never clients or
 credentials) and which mappings to value with (their directory and version); what comes back is a
-:class:`PreparedPage`. When the connector's payloads are plain JSON, a record crosses as its archived canonical
-JSON and the worker decodes it, as re-mapping from the raw archive does: four times cheaper than unpickling a
-decoded copy.
+:class:`PreparedPage`. When the connector's payloads are plain JSON, a record crosses as JSON (its archived
+canonical JSON and hash, and its payload's JSON in the source's key order, which a field map may see) and the
+worker decodes it: four times cheaper than unpickling a decoded copy.
 
 Exactness comes first:
 
@@ -23,7 +23,8 @@ Exactness comes first:
 - Anything that goes wrong in a worker (the version check, an exception, a worker killed) makes the engine
   prepare the page itself, with the same mapping set. A bug in a normalizer therefore surfaces exactly as it
   does without workers, and a dead worker costs a warning and a slower page, never a page.
-- Each worker is a fresh interpreter (``spawn``: no copy of the engine's threads or open store handles) with a
+- Each worker is a fresh interpreter started straight into this module (no copy of the engine's threads or
+  open store handles, and never the engine's ``__main__`` again, as multiprocessing's spawn does) with a
   pipe of its own, of which the engine keeps only its end: a worker that dies, even halfway through writing a
   result, is an end of file there, never a wait. (``concurrent.futures.ProcessPoolExecutor`` was the first
   version: a worker killed while writing its result left the pool's reader waiting forever for the rest,
@@ -36,11 +37,14 @@ from __future__ import annotations
 import dataclasses
 import gc
 import hashlib
+import json
 import logging
-import multiprocessing
 import os
 import pickle
 import queue
+import socket
+import subprocess
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -151,16 +155,17 @@ class _Job:
     mappings_root: str
     mappings_version: str
     archived: Sequence[rec_store.ArchivedRecord] = ()  # the records with their canonical JSON and hash, or
-    as_json: Sequence[tuple[str, str, str, str | None, str, str]] = ()  # the same without the decoded payloads
+    # the same without the decoded payloads: canonical JSON and hash, and the payload's JSON in its own key order
+    as_json: Sequence[tuple[str, str, str, str | None, str, str, bytes]] = ()
 
     def records(self) -> Sequence[rec_store.ArchivedRecord]:
-        """The page's records; from their canonical JSON for a connector whose payloads are plain JSON (the
-        same records, decoded faster than a pickled copy loads)."""
+        """The page's records; from their JSON for a connector whose payloads are plain JSON (the same records,
+        decoded faster than a pickled copy loads)."""
         if not self.as_json:
             return self.archived
         return [
-            rec_store.ArchivedRecord(SourceRecord(source, stream, key, orjson.loads(payload), cursor), payload, digest)
-            for source, stream, key, cursor, payload, digest in self.as_json
+            rec_store.ArchivedRecord(SourceRecord(source, stream, key, orjson.loads(ordered), cursor), payload, digest)
+            for source, stream, key, cursor, payload, digest, ordered in self.as_json
         ]
 
 
@@ -222,10 +227,46 @@ def _serve(conn: Connection, engine_pid: int, gc_thresholds: tuple[int, ...], fr
     threading.Thread(target=watch, name="kpigw-prepare-engine-watch", daemon=True).start()
     while True:
         try:
-            job = pickle.loads(conn.recv_bytes())  # noqa: S301 - the engine's own bytes
+            blob = conn.recv_bytes()
         except (EOFError, OSError):
             return
-        conn.send_bytes(pickle.dumps(_prepare_job(job), protocol=pickle.HIGHEST_PROTOCOL))
+        answer: PreparedPage | _Declined
+        try:
+            job = pickle.loads(blob)  # noqa: S301 - the engine's own bytes
+        except Exception as exc:  # a record that pickles but does not load here: the page's problem, not ours
+            answer = _Declined(f"the job did not load in the worker: {type(exc).__name__}: {exc}")
+        else:
+            answer = _prepare_job(job)
+        try:
+            conn.send_bytes(pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
+        except OSError:  # the engine closed its end (a lease gave this worker up): nobody waits for the answer
+            return
+
+
+# How a worker process starts: with the engine's import path, straight into this module. Not multiprocessing's
+# spawn: it runs the engine's ``__main__`` again in the worker (as ``__mp_main__``), and an embedding script
+# without a main guard then ran its whole body in every worker, a second sync of the same source included.
+_BOOT = ("import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
+         "from gateway.sync.prepare import _worker_main; _worker_main()")  # fmt: skip
+
+
+# What a worker's environment keeps of the engine's: what an interpreter needs to start and to format as the
+# engine does. Nothing else: the sources' credentials are ``${ENV}`` references, the store's URL and the
+# metrics token are settings, all in the engine's environment, and a worker needs none of them.
+_WORKER_ENV = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP", "LD_LIBRARY_PATH", "VIRTUAL_ENV",
+               "SYSTEMROOT")  # fmt: skip
+
+
+def _worker_env() -> dict[str, str]:
+    return {name: value for name, value in os.environ.items()
+            if name in _WORKER_ENV or name.startswith(("LC_", "PYTHON"))}  # fmt: skip
+
+
+def _worker_main() -> None:
+    """A worker process's entry point (:data:`_BOOT`): its end of the pipe, the engine's process id and collector
+    settings come as arguments."""
+    _, _, fd, engine_pid, thresholds, freeze = sys.argv
+    _serve(Connection(int(fd)), int(engine_pid), tuple(json.loads(thresholds)), freeze == "1")
 
 
 class _Worker:
@@ -234,16 +275,23 @@ class _Worker:
     are larger than a pipe's buffer; without the reader they would wait for each other for ever)."""
 
     def __init__(self) -> None:
-        context = multiprocessing.get_context("spawn")
-        self.conn, theirs = context.Pipe(duplex=True)
-        collector = (gc.get_threshold(), gc.get_freeze_count() > 0)  # the engine's settings, for the worker's own
-        self.process = context.Process(target=_serve, args=(theirs, os.getpid(), *collector), name="kpigw-prepare",
-                                       daemon=True)  # fmt: skip
-        self.process.start()
-        theirs.close()  # the worker holds the only other end: its death is an end of file here
+        ours, theirs = socket.socketpair()  # neither end is inherited by other children
+        try:
+            collector = (json.dumps(gc.get_threshold()), "1" if gc.get_freeze_count() > 0 else "0")  # the engine's
+            self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                [sys.executable, "-c", _BOOT, json.dumps(sys.path), str(theirs.fileno()), str(os.getpid()), *collector],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=_worker_env(),
+            )  # fmt: skip
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()  # the worker holds the only other end: its death is an end of file here
+        self.conn = Connection(ours.detach())
         self.dead = False
         self._answers: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-        threading.Thread(target=self._read, name="kpigw-prepare-reader", daemon=True).start()
+        self._reader = threading.Thread(target=self._read, name="kpigw-prepare-reader", daemon=True)
+        self._reader.start()
 
     def _read(self) -> None:
         while True:
@@ -266,12 +314,25 @@ class _Worker:
         return answer
 
     def close(self) -> None:
+        """End the worker. Closing our end alone would not do: the reader thread, blocked in a read on it, keeps
+        the socket open, so the worker would never see an end of file (close waited 5 s, then killed it), and the
+        descriptor's number, freed under the reader, could be reused by the next worker's pipe. A shutdown ends
+        both reads; the descriptor closes once the reader is gone."""
         self.dead = True
+        if self.conn.closed:
+            return
+        try:
+            with socket.fromfd(self.conn.fileno(), socket.AF_UNIX, socket.SOCK_STREAM) as end:  # a duplicate
+                end.shutdown(socket.SHUT_RDWR)
+        except OSError:  # already shut down
+            pass
+        self._reader.join(timeout=5)
         self.conn.close()
-        self.process.join(timeout=5)
-        if self.process.is_alive():
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
             self.process.kill()
-            self.process.join(timeout=5)
+            self.process.wait(timeout=5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +368,20 @@ class Lease:
 
     def submit(self, recipe: PackedRecipe, mappings_root: Path, mappings_version: str,
                archived: Sequence[rec_store.ArchivedRecord]) -> Ticket:  # fmt: skip
+        job = _Job(recipe.key, recipe.blob, str(mappings_root), mappings_version)
+        try:
+            if recipe.json_payloads:
+                # The payload's own JSON, keys in the source's order (the canonical JSON sorts them, and a field
+                # map that stringifies an object would then see another order than the engine's normalize).
+                rows = [(a.record, a.payload_json, a.content_hash) for a in archived]
+                as_json = [(r.source, r.stream, r.key, r.cursor_value, payload, digest, orjson.dumps(r.payload))
+                           for r, payload, digest in rows]  # fmt: skip
+                job = dataclasses.replace(job, as_json=as_json)
+            else:
+                job = dataclasses.replace(job, archived=archived)
+            blob = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # a page that does not pickle: the engine prepares it; the worker is fine
+            return Ticket(None, f"the page does not pickle: {type(exc).__name__}: {exc}")
         index = self._turn % len(self.workers)
         self._turn += 1
         try:
@@ -316,16 +391,9 @@ class Lease:
                 fresh = self.workers[index] = _Worker()
                 self._preparer.adopt(fresh, replacing=worker)
                 worker = fresh
-            job = _Job(recipe.key, recipe.blob, str(mappings_root), mappings_version)
-            if recipe.json_payloads:
-                rows = [(a.record, a.payload_json, a.content_hash) for a in archived]
-                as_json = [(r.source, r.stream, r.key, r.cursor_value, payload, digest) for r, payload, digest in rows]
-                job = dataclasses.replace(job, as_json=as_json)
-            else:
-                job = dataclasses.replace(job, archived=archived)
-            worker.send(pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL))
+            worker.send(blob)
             return Ticket(worker)
-        except Exception as exc:  # a worker gone (a broken pipe), one that cannot start, a job that does not pickle
+        except Exception as exc:  # a worker gone (a broken pipe), one that cannot start
             self.workers[index].dead = True
             return Ticket(None, f"{type(exc).__name__}: {exc}")
 
@@ -409,7 +477,7 @@ class ProcessPreparer:
     def worker_pids(self) -> list[int]:
         """The workers' process ids, idle or leased (none before the first lease): for the benchmark and tests."""
         with self._lock:
-            return sorted(w.process.pid for w in self._live if w.process.pid is not None)
+            return sorted(w.process.pid for w in self._live)
 
     def warn_once(self, reason: str) -> None:
         if reason not in self._warned:
@@ -440,7 +508,7 @@ _shared_lock = threading.Lock()
 def shared_preparer(workers: int) -> ProcessPreparer | None:
     """The process's pool of ``workers`` preparing processes (None for 0: prepare in the engine's process).
     Shared: engines come and go (tests build many) and the workers' caches are keyed by content; the workers
-    are daemons, ended with the interpreter."""
+    end with the interpreter (their pipe closes; a busy one sees its parent gone within a second)."""
     if workers <= 0:
         return None
     with _shared_lock:
