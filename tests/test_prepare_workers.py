@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy import Engine
 
 from gateway.connector import NormalizerRecipe, Page
+from gateway.mapping.people import PeopleDirectory
 from gateway.metrics import Metrics
 from gateway.retry import RetryPolicy
 from gateway.runtime import Runtime, build_runtime
@@ -324,3 +325,23 @@ def test_workers_exit_when_the_engine_process_is_killed(tmp_path: Path) -> None:
             proc.send_signal(signal.SIGKILL)
     for pid in workers:
         _wait_gone(pid)
+
+
+def test_a_mapping_set_with_another_people_directory_is_prepared_by_the_engine(
+    tmp_path: Path, eoffice_env: dict[str, str]
+) -> None:
+    """``MappingSet.with_directory`` keeps the root and the short version but resolves people elsewhere: a worker
+    loading the directory would resolve them from the file, so such a set carries no content digest and its
+    pages stay in the engine's process."""
+    rt = _runtime(tmp_path, "people", f"sqlite:///{tmp_path}/people.db", eoffice_env, workers=1)
+    try:
+        loaded = rt.mappings.current
+        assert loaded.content_digest is not None and len(loaded.content_digest) == len("m-") + 64
+        nobody = loaded.with_directory(PeopleDirectory.empty())
+        assert nobody.content_digest is None
+        engine = SyncEngine(engine=rt.db, valuer=lambda: nobody, metrics=rt.metrics, preparer=rt.sync.preparer)
+        _sync(dataclasses.replace(rt, sync=engine))
+        assert _prepared(rt, "worker") == 0 and _prepared(rt, "engine") > 2
+        assert rows(rt.db, "SELECT count(*) AS n FROM fact")[0]["n"] == 0  # nobody resolved: no fact
+    finally:
+        rt.close()

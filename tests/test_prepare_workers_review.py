@@ -157,8 +157,8 @@ def test_json_records_keep_their_key_order(tmp_path: Path) -> None:
     try:
         lease = preparer.lease()
         assert lease is not None
-        assert mappings.root is not None
-        ticket = lease.submit(PackedRecipe.pack(recipe), mappings.root, mappings.version, archived)
+        assert mappings.root is not None and mappings.content_digest is not None
+        ticket = lease.submit(PackedRecipe.pack(recipe), mappings.root, mappings.content_digest, archived)
 
         def fail() -> PreparedPage:
             raise AssertionError("the worker declined the page")

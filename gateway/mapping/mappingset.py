@@ -39,9 +39,12 @@ class MappingSet:
     def __init__(self, *, version: str, directory: PeopleDirectory, catalogs: Mapping[str, CatalogHistory],
                  rule_files: tuple[LoadedRuleFile, ...], default_policy: ScoringPolicy,
                  policies: Mapping[str, ScoringPolicy], exemptions: Mapping[tuple[str, str], tuple[Exemption, ...]],
-                 root: Path | None = None, files: tuple[Path, ...] = (), warnings: tuple[str, ...] = ()
-                 ) -> None:  # fmt: skip
+                 root: Path | None = None, files: tuple[Path, ...] = (), warnings: tuple[str, ...] = (),
+                 content_digest: str | None = None) -> None:  # fmt: skip
         self.version = version
+        # ``version`` is short (it is in every fact's lineage); this one is long enough to trust for identity: a
+        # page-preparing worker loads the directory and compares it (gateway/sync/prepare.py).
+        self.content_digest = content_digest
         self.directory = directory
         self.catalogs = dict(catalogs)
         self.rule_files = rule_files
@@ -109,8 +112,8 @@ class MappingSet:
         return found
 
 
-def _digest(root: Path, files: list[Path]) -> str:
-    h = hashlib.blake2b(digest_size=4)
+def _digest(root: Path, files: list[Path], *, size: int = 4) -> str:
+    h = hashlib.blake2b(digest_size=size)
     for path in sorted(files):
         h.update(str(path.relative_to(root)).encode())
         h.update(b"\0")
@@ -171,9 +174,10 @@ def load_mappings(directory: Path) -> MappingSet:
         try:
             before = _digest(directory, _mapping_files(directory))
             loaded = _load_once(directory)
+            after = _digest(directory, _mapping_files(directory))
         except FileNotFoundError:  # a file removed between listing and reading: the files changed
             continue
-        if loaded.version == before:
+        if before == after:  # nothing changed while loading (compared with itself, not with the loader's list)
             return loaded
     raise ConfigError(f"{directory}: the mapping files kept changing while they were loaded; try again")
 
@@ -220,7 +224,8 @@ def _load_once(directory: Path) -> MappingSet:
     all_files = [*files, *rule_paths, *(p for p in (directory / "policy.yaml", directory / "exemptions.yaml",
                                                      people_path) if p.exists())]  # fmt: skip
     return MappingSet(
-        version=_digest(directory, all_files), directory=people, catalogs=catalogs, rule_files=rule_files,
+        version=_digest(directory, all_files), content_digest=_digest(directory, all_files, size=32),
+        directory=people, catalogs=catalogs, rule_files=rule_files,
         default_policy=default_policy, policies=policies, exemptions=exemptions, root=directory,
         files=tuple(all_files), warnings=tuple(warnings),
     )  # fmt: skip

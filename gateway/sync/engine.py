@@ -316,7 +316,7 @@ class SyncEngine:
                     raise
                 archived = rec_store.encode_records(page.records)  # the archive's bytes, whoever prepares
                 valuer = self._valuer()
-                root, version = getattr(valuer, "root", None), getattr(valuer, "version", None)
+                root, version = getattr(valuer, "root", None), getattr(valuer, "content_digest", None)
                 ticket = None
                 if lease is not None and recipe is not None and isinstance(root, Path) and isinstance(version, str):
                     while in_flight() >= PAGES_PER_WORKER * len(lease.workers):  # the oldest is due first

@@ -153,7 +153,7 @@ class _Job:
     recipe_key: str
     recipe: bytes
     mappings_root: str
-    mappings_version: str
+    mappings_version: str  # the mapping set's content digest, not its short version
     archived: Sequence[rec_store.ArchivedRecord] = ()  # the records with their canonical JSON and hash, or
     # the same without the decoded payloads: canonical JSON and hash, and the payload's JSON in its own key order
     as_json: Sequence[tuple[str, str, str, str | None, str, str, bytes]] = ()
@@ -200,7 +200,7 @@ def _prepare_job(job: _Job) -> PreparedPage | _Declined:
             from gateway.mapping.mappingset import load_mappings
 
             loaded = load_mappings(Path(job.mappings_root))
-            if loaded.version != job.mappings_version:
+            if loaded.content_digest != job.mappings_version:
                 return _Declined("the mapping files changed since the engine loaded them")
             mappings = _remember(_mapping_sets, (job.mappings_root, job.mappings_version), loaded)
         normalize = _normalizers.get(job.recipe_key)
@@ -480,6 +480,8 @@ class ProcessPreparer:
             return sorted(w.process.pid for w in self._live)
 
     def warn_once(self, reason: str) -> None:
+        if len(self._warned) >= 256:  # reasons carry exception texts: a bound, then each is told again
+            self._warned.clear()
         if reason not in self._warned:
             self._warned.add(reason)
             log.warning("a page was prepared in the engine's process instead of a worker",
