@@ -85,8 +85,8 @@ class NormalizerRecipe:
 
     build: Callable[..., Normalize]
     args: tuple[Any, ...]
-    # The payloads are plain JSON values (decoded from JSON, nothing else): a worker may then read each record
-    # from its archived canonical JSON, as re-mapping from the raw archive does, instead of a pickled copy.
+    # The payloads are plain JSON values (decoded from JSON, nothing else): a record may then cross to a worker
+    # as JSON (in the source's key order) and be decoded there, instead of as a pickled copy.
     json_payloads: bool = False
 
 

@@ -30,12 +30,20 @@ def pg_runtime(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runti
 
 
 def _kill_pool(runtime: Runtime) -> int:
-    """Terminate every other backend connected to the runtime's database; how many there were."""
+    """Terminate every other backend connected to the runtime's database, and wait until they are gone
+    (``pg_terminate_backend`` only signals: a request racing a backend's exit is a race in any pool); how many
+    there were."""
     url = runtime.db.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    others = "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
     with psycopg.connect(url, autocommit=True) as conn:
-        killed = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                              "WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchall()  # fmt: skip
-    return len(killed)
+        pids = [pid for (pid,) in conn.execute(f"SELECT pid {others}").fetchall()]
+        for pid in pids:
+            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        deadline = time.monotonic() + 10
+        while conn.execute(f"SELECT count(*) {others} AND pid = ANY(%s)", (pids,)).fetchone() != (0,):
+            assert time.monotonic() < deadline, "terminated backends did not exit"
+            time.sleep(0.02)
+    return len(pids)
 
 
 def test_a_connection_dead_after_an_idle_period_is_replaced(pg_runtime: Runtime) -> None:

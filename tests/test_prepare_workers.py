@@ -26,12 +26,14 @@ from gateway.metrics import Metrics
 from gateway.retry import RetryPolicy
 from gateway.runtime import Runtime, build_runtime
 from gateway.settings import Settings
+from gateway.standins.edoc_hub import SANDBOX_TOKEN, EdocHubState, create_edoc_hub_app
 from gateway.standins.eoffice import EOfficeState, create_eoffice_app
 from gateway.standins.server import serve_in_thread
 from gateway.sync.engine import SyncEngine
 from gateway.sync.prepare import ProcessPreparer
 from gateway.types import SourceRecord, WorkItem
 from tests.conftest import ROOT, empty_store, write_eoffice_source
+from tests.contract.support import source_file
 from tests.spine_support import metric, rows
 
 
@@ -278,9 +280,41 @@ def test_a_normalizer_bug_surfaces_as_it_does_without_workers(
         rt.close()
 
 
-def test_bundled_connectors_recipes_build_their_own_normalize(tmp_path: Path) -> None:
-    """Each bundled connector's recipe pickles without its clients or credentials and builds a normalize that
-    gives the connector's own result (the e-office REST path is compared whole in the tests above)."""
+def test_soap_pages_prepared_by_workers_are_stored_as_the_engine_stores_them(tmp_path: Path) -> None:
+    """The SOAP connector's recipe (edXML field maps, records crossing pickled, not as JSON) against its own
+    normalize: the eDoc hub stand-in synced with and without a worker."""
+    state = EdocHubState(days=3, bulk_records=60)
+    with serve_in_thread(create_edoc_hub_app(state)) as server:
+        env = {"EDOC_HUB_URL": server.url, "EDOC_HUB_TOKEN": SANDBOX_TOKEN}
+        def small_pages(data: dict[str, Any]) -> None:
+            data["streams"]["documents"]["paginator"]["size"] = 20
+
+        built = []
+        for workers in (0, 1):
+            sources = tmp_path / f"sources-{workers}"
+            source_file(sources, "edoc-hub.yaml", small_pages)
+            settings = Settings(database_url=f"sqlite:///{tmp_path}/soap-{workers}.db", sources_dir=sources,
+                                mappings_dir=ROOT / "mappings", scheduler=False, prepare_workers=workers)  # fmt: skip
+            built.append(build_runtime(settings, retry=RetryPolicy.instant(), metrics=Metrics(), env=env))
+        here, there = built
+        try:
+            for rt in built:
+                connector = rt.connector("edoc-hub")
+                try:
+                    assert rt.sync.run(connector).outcome in ("success", "partial")
+                finally:
+                    connector.close()
+            assert _stored(there.db) == _stored(here.db)
+            assert metric(there.metrics.registry, "kpigw_sync_pages_prepared_total", source="edoc-hub",
+                          where="worker") > 1  # fmt: skip
+        finally:
+            for rt in built:
+                rt.close()
+
+
+def test_bundled_connectors_recipes_carry_no_credential_and_build(tmp_path: Path) -> None:
+    """Each bundled connector's recipe pickles without its clients or credentials and builds a normalize in a
+    fresh unpickling (what each does is compared whole for REST and SOAP in the tests above)."""
     env = {"EOFFICE_URL": "http://127.0.0.1:9", "EOFFICE_PASSWORD": "secret-eoffice", "EDOC_HUB_URL": "http://127.0.0.1:9",
            "EDOC_HUB_TOKEN": "secret-hub", "LGSP_URL": "http://127.0.0.1:9", "LGSP_CLIENT_SECRET": "secret-lgsp",
            "VXP_URL": "https://127.0.0.1:9", "VXP_SECRET": "secret-vxp"}  # fmt: skip

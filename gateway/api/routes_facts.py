@@ -44,7 +44,6 @@ from gateway.types import VN_TZ
 READ_CONCURRENCY = 10  # the most hot reads run at once per process, when the pool does not say less
 MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
 Status = Literal["assigned", "completed", "open", "on_time", "late", "exempt", "failed_review", "delayed"]
-CODE = Annotated[str | None, Query(max_length=200)]
 router = APIRouter(prefix="/v1", responses=problem_responses(400, 401, 403, 422, 429))
 
 
@@ -122,18 +121,18 @@ def _check_agency(principal: Principal, agency: str | None) -> None:
         principal.require_agency(agency)
 
 
-_FIELD_CODE = Annotated[str | None, Field(max_length=200)]
+CODE = Annotated[str | None, Field(max_length=200)]  # an agency, unit, person, product or source code
 
 
 class FactQuery(BaseModel):
     """The query of ``GET /v1/facts``, validated in one call (see :mod:`gateway.api.query`)."""
 
-    agency: _FIELD_CODE = None
-    unit: _FIELD_CODE = None
-    person: _FIELD_CODE = None
+    agency: CODE = None
+    unit: CODE = None
+    person: CODE = None
     period: Annotated[str | None, Field(pattern=MONTH, description="YYYY-MM")] = None
-    product: _FIELD_CODE = None
-    source: _FIELD_CODE = None
+    product: CODE = None
+    source: CODE = None
     status: Annotated[Status | None, Field(description="work status of the fact")] = None
     state: Literal["active", "retracted", "any"] = "active"
     changed_since: Annotated[datetime | None, Field(description="updated at or after (naive = Vietnam time)")] = None
@@ -175,7 +174,7 @@ class ChangeQuery(BaseModel):
     """The query of ``GET /v1/facts/changes`` (see :mod:`gateway.api.query`)."""
 
     after: Annotated[str | None, Field(max_length=64, description="the `next` of the previous call")] = None
-    agency: _FIELD_CODE = None
+    agency: CODE = None
     limit: Annotated[int, Field(ge=1, le=1000)] = 500
 
 
@@ -228,9 +227,9 @@ class SummaryQuery(BaseModel):
 
     period: Annotated[str, Field(pattern=SUMMARY_PERIOD, description="YYYY-MM, YYYY-Qn or YYYY")]
     group_by: Literal["person", "unit", "agency"] = "unit"
-    agency: _FIELD_CODE = None
-    unit: _FIELD_CODE = None
-    person: _FIELD_CODE = None
+    agency: CODE = None
+    unit: CODE = None
+    person: CODE = None
     limit: Annotated[int, Field(ge=1, le=1000)] = 1000
     after: Annotated[str | None, Field(max_length=400)] = None
 
@@ -240,11 +239,10 @@ class SummaryQuery(BaseModel):
             openapi_extra=openapi_parameters(SummaryQuery))  # fmt: skip
 async def get_summaries(request: Request, caller: HotReaderDep) -> Response:
     q = parse_query(SummaryQuery, request)
-    period, group_by, agency, unit, person, limit, after = q.period, q.group_by, q.agency, q.unit, q.person, \
-        q.limit, q.after  # fmt: skip
+    period, group_by, agency, unit, person, after = q.period, q.group_by, q.agency, q.unit, q.person, q.after
     _check_agency(caller, agency)
     mark = [x or "" for x in _after_group(after)] if after else None
-    size = _cap(request, limit)
+    size = _cap(request, q.limit)
 
     def work(conn: Connection) -> Response:
         runtime: Runtime = request.app.state.runtime

@@ -36,7 +36,7 @@ from gateway.store import facts as fact_store
 from gateway.store import records as rec_store
 from gateway.store.db import WalCheckpointer
 from gateway.sync.failpoints import Failpoints
-from gateway.sync.prepare import PackedRecipe, PreparedPage, ProcessPreparer, Ticket, Valuer, prepare_records
+from gateway.sync.prepare import Lease, PackedRecipe, PreparedPage, ProcessPreparer, Ticket, Valuer, prepare_records
 
 log = logging.getLogger("kpigw.sync")
 
@@ -73,8 +73,8 @@ class RunReport:
 
 
 _DONE: Any = object()
-# Pages handed to each preparing worker at once: while it prepares one, the next waits in its pipe, so it never
-# idles while the engine takes its last page (3,650 -> 3,900 records/s at 50,000 against one page at a time).
+# Pages handed to each preparing worker at once: while it prepares one, the next waits in its socket, so it never
+# idles while the engine takes its last page (3,813-3,921 -> 4,543-4,550 records/s at 50,000 against one page).
 PAGES_PER_WORKER = 2
 _FIRST_ANALYZE = 5_000  # facts inserted by this process before its first ANALYZE (PostgreSQL)
 T = TypeVar("T")
@@ -278,17 +278,7 @@ class SyncEngine:
         page a worker cannot prepare exactly is prepared here, with that same set. When reading a page fails,
         the pages read before it are still handed over first, so the store commits them as it would have.
         """
-        recipe_of = getattr(connector, "normalizer_recipe", None)
-        lease = self._preparer.lease() if self._preparer is not None and recipe_of is not None else None
-        recipe: PackedRecipe | None = None
-        if lease is not None and recipe_of is not None:
-            try:
-                recipe = PackedRecipe.pack(recipe_of())
-            except Exception as exc:  # a recipe that does not pickle: the pages are prepared here, as without one
-                lease.release()
-                lease = None
-                if self._preparer is not None:
-                    self._preparer.warn_once(f"the normalizer recipe does not pickle: {type(exc).__name__}: {exc}")
+        lease, recipe = self._lease(connector)
         pending: deque[tuple[Page, list[rec_store.ArchivedRecord], Ticket | None, Valuer]] = deque()
 
         def finish(page: Page, archived: list[rec_store.ArchivedRecord], ticket: Ticket | None,
@@ -316,12 +306,12 @@ class SyncEngine:
                     raise
                 archived = rec_store.encode_records(page.records)  # the archive's bytes, whoever prepares
                 valuer = self._valuer()
-                root, version = getattr(valuer, "root", None), getattr(valuer, "content_digest", None)
+                root, digest = getattr(valuer, "root", None), getattr(valuer, "content_digest", None)
                 ticket = None
-                if lease is not None and recipe is not None and isinstance(root, Path) and isinstance(version, str):
+                if lease is not None and recipe is not None and isinstance(root, Path) and isinstance(digest, str):
                     while in_flight() >= PAGES_PER_WORKER * len(lease.workers):  # the oldest is due first
                         yield finish(*pending.popleft())
-                    ticket = lease.submit(recipe, root, version, archived)
+                    ticket = lease.submit(recipe, root, digest, archived)
                 pending.append((page, archived, ticket, valuer))
                 while pending and pending[0][2] is None:  # prepared here: due now, in order
                     yield finish(*pending.popleft())
@@ -336,6 +326,22 @@ class SyncEngine:
             close = getattr(pages, "close", None)
             if close is not None:
                 close()
+
+    def _lease(self, connector: Connector) -> tuple[Lease | None, PackedRecipe | None]:
+        """Workers for one stream run and the connector's packed recipe, or (None, None): no preparer, no idle
+        worker, a connector without a recipe, or a recipe that does not pickle (then warned, the pool kept)."""
+        recipe_of = getattr(connector, "normalizer_recipe", None)
+        if self._preparer is None or recipe_of is None:
+            return None, None
+        lease = self._preparer.lease()
+        if lease is None:
+            return None, None
+        try:
+            return lease, PackedRecipe.pack(recipe_of())
+        except Exception as exc:  # the pages are prepared here, as without a recipe
+            lease.release()
+            self._preparer.warn_once(f"the normalizer recipe does not pickle: {type(exc).__name__}: {exc}")
+            return None, None
 
     def _store_page(self, connector: Connector, stream: str, work: _PageWork, run_id: int,
                     report: StreamReport) -> None:  # fmt: skip

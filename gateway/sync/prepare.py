@@ -10,7 +10,7 @@ many the machine had (the sync benchmark's own stand-in took 21 µs per record o
 :class:`ProcessPreparer` runs :func:`prepare_records` in worker processes instead, while the engine's process
 fetches, encodes and stores. What crosses to a worker is the page's records, how to build the connector's
 normalize (its :class:`~gateway.connector.NormalizerRecipe`: the streams' field maps, never clients or
-credentials) and which mappings to value with (their directory and version); what comes back is a
+credentials) and which mappings to value with (their directory and content digest); what comes back is a
 :class:`PreparedPage`. When the connector's payloads are plain JSON, a record crosses as JSON (its archived
 canonical JSON and hash, and its payload's JSON in the source's key order, which a field map may see) and the
 worker decodes it: four times cheaper than unpickling a decoded copy.
@@ -18,14 +18,14 @@ worker decodes it: four times cheaper than unpickling a decoded copy.
 Exactness comes first:
 
 - A worker values a page with the mapping set the engine took when the page's preparation started: it loads
-  the same directory and checks the version (a digest of the files). If the files changed meanwhile and the
-  engine has not reloaded yet, the versions differ and the engine prepares that page itself.
+  the same directory and compares the set's content digest. If the files changed meanwhile and the engine has
+  not reloaded yet, the digests differ and the engine prepares that page itself.
 - Anything that goes wrong in a worker (the version check, an exception, a worker killed) makes the engine
   prepare the page itself, with the same mapping set. A bug in a normalizer therefore surfaces exactly as it
   does without workers, and a dead worker costs a warning and a slower page, never a page.
 - Each worker is a fresh interpreter started straight into this module (no copy of the engine's threads or
   open store handles, and never the engine's ``__main__`` again, as multiprocessing's spawn does) with a
-  pipe of its own, of which the engine keeps only its end: a worker that dies, even halfway through writing a
+  socket of its own, of which the engine keeps only its end: a worker that dies, even halfway through writing a
   result, is an end of file there, never a wait. (``concurrent.futures.ProcessPoolExecutor`` was the first
   version: a worker killed while writing its result left the pool's reader waiting forever for the rest,
   since the pool's own process holds the result pipe's write end too; it hung one test run in nine.)
@@ -153,7 +153,7 @@ class _Job:
     recipe_key: str
     recipe: bytes
     mappings_root: str
-    mappings_version: str  # the mapping set's content digest, not its short version
+    mappings_digest: str  # the mapping set's content digest (MappingSet.content_digest), not its short version
     archived: Sequence[rec_store.ArchivedRecord] = ()  # the records with their canonical JSON and hash, or
     # the same without the decoded payloads: canonical JSON and hash, and the payload's JSON in its own key order
     as_json: Sequence[tuple[str, str, str, str | None, str, str, bytes]] = ()
@@ -195,14 +195,14 @@ def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any) -> Any:
 def _prepare_job(job: _Job) -> PreparedPage | _Declined:
     """In a worker: prepare the page, or decline it (the engine then prepares it itself)."""
     try:
-        mappings = _mapping_sets.get((job.mappings_root, job.mappings_version))
+        mappings = _mapping_sets.get((job.mappings_root, job.mappings_digest))
         if mappings is None:
             from gateway.mapping.mappingset import load_mappings
 
             loaded = load_mappings(Path(job.mappings_root))
-            if loaded.content_digest != job.mappings_version:
+            if loaded.content_digest != job.mappings_digest:
                 return _Declined("the mapping files changed since the engine loaded them")
-            mappings = _remember(_mapping_sets, (job.mappings_root, job.mappings_version), loaded)
+            mappings = _remember(_mapping_sets, (job.mappings_root, job.mappings_digest), loaded)
         normalize = _normalizers.get(job.recipe_key)
         if normalize is None:
             recipe: NormalizerRecipe = pickle.loads(job.recipe)  # noqa: S301 - the engine's own bytes
@@ -366,9 +366,9 @@ class Lease:
     def __init__(self, preparer: ProcessPreparer, workers: list[_Worker]) -> None:
         self._preparer, self.workers, self._turn = preparer, workers, 0
 
-    def submit(self, recipe: PackedRecipe, mappings_root: Path, mappings_version: str,
+    def submit(self, recipe: PackedRecipe, mappings_root: Path, mappings_digest: str,
                archived: Sequence[rec_store.ArchivedRecord]) -> Ticket:  # fmt: skip
-        job = _Job(recipe.key, recipe.blob, str(mappings_root), mappings_version)
+        job = _Job(recipe.key, recipe.blob, str(mappings_root), mappings_digest)
         try:
             if recipe.json_payloads:
                 # The payload's own JSON, keys in the source's order (the canonical JSON sorts them, and a field
@@ -452,7 +452,7 @@ class ProcessPreparer:
                 taken.append(worker)
                 with self._lock:
                     self._live.add(worker)
-        except Exception as exc:  # a worker cannot start (no resources, an embedding program without a main guard)
+        except Exception as exc:  # a worker cannot start (no resources, no interpreter, a platform without pass_fds)
             with self._lock:
                 self._started -= missing
             self.warn_once(f"a worker process could not start: {type(exc).__name__}: {exc}")
