@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     rate_limit_burst: int = 100
     max_page_size: int = 1000
     api_key_cache_seconds: float = Field(default=10.0, ge=0)  # verified keys reused this long (CLI revocations lag)
+    api_read_concurrency: int = Field(default=3, ge=1)  # per process: hot reads on threads at once (see _read_limiter)
     api_response_cache_mb: float = Field(default=32.0, ge=0)  # per process; 0 turns the response cache off
     gc_tuning: bool = True  # serve, sync, demo: freeze start-up objects, rarer young collections (gctune)
     max_request_bytes: int = 65536

@@ -301,3 +301,37 @@ def test_a_lookup_racing_a_revocation_does_not_cache_the_revoked_key(
     assert auth.authenticate_cached(authorization=None, api_key=secret) is None  # not cached: the store decides
     with pytest.raises(Unauthorized):
         auth.authenticate(authorization=None, api_key=secret)
+
+
+def test_hot_reads_run_at_most_the_configured_number_at_once(sqlite_runtime: Runtime,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """``api_read_concurrency`` bounds the reads on threads; the other requests wait and are all served."""
+    import gateway.api.routes_facts as routes
+
+    sqlite_runtime.settings = sqlite_runtime.settings.model_copy(update={"api_read_concurrency": 2})
+    key = new_key(sqlite_runtime, "k", ["*"])
+    lock, running, most = threading.Lock(), [0], [0]
+    plain = routes.list_changes
+
+    def slow_changes(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            threading.Event().wait(0.05)  # long enough for every request to be in flight
+            return plain(*args, **kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(routes, "list_changes", slow_changes)
+    with serve_in_thread(create_app(sqlite_runtime, start_scheduler=False)) as server:
+        def get(_: int) -> int:
+            return httpx.get(server.url + "/v1/facts/changes", headers={"X-API-Key": key}, timeout=30).status_code
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(get, range(8)))
+    assert statuses == [200] * 8
+    assert most[0] == 2
