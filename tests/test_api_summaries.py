@@ -144,6 +144,8 @@ def test_scope_is_enforced_in_sql_when_an_agency_is_named(store_url: str, tmp_pa
             assert groups(Scope(frozenset()), "SKHCN") == []
             assert groups(Scope(frozenset({"SNV", "SKHCN"})), "SKHCN") == ["SKHCN"]
             assert groups(Scope(frozenset({"SNV"})), None) == ["SNV"]
+            assert groups(Scope(frozenset()), None) == []
+            assert groups(Scope(frozenset({"SNV", "SKHCN", "XA_COCSAN"})), None) == ["SKHCN", "SNV"]
             assert groups(Scope(None), None) == ["SKHCN", "SNV"]
     finally:
         runtime.close()

@@ -124,7 +124,7 @@ def test_an_ordinary_re_read_of_a_retracted_fact_costs_one_lookup_and_records_no
 def _exempt_sql(conn: Any) -> str:
     from gateway.api.summaries import _statements
 
-    stmt = _statements(("agency", "unit"), (), scoped=False)[1].params(months=["2026-01"])
+    stmt = _statements(("agency", "unit"), (), 1, None)[1].params(m0="2026-01")
     return str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
 
 
