@@ -335,3 +335,43 @@ def test_hot_reads_run_at_most_the_configured_number_at_once(sqlite_runtime: Run
             statuses = list(pool.map(get, range(8)))
     assert statuses == [200] * 8
     assert most[0] == 2
+
+
+def test_frozen_policies_are_kept_per_closure_state_only(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A summary that misses the response cache reads the frozen policies of its months once per (closures,
+    reopenings) state of the store: a closure, a reopening and a closure with another policy are each seen at
+    once, and summaries of other units in between do not ask the store again."""
+    import gateway.api.routes_facts as routes
+    from gateway.store.periods import reopen_period
+
+    asked: list[tuple[str, tuple[str, ...]]] = []
+    plain = routes.frozen_policies
+
+    def spy(conn: Any, *, agency: str, periods: Any) -> Any:
+        asked.append((agency, tuple(periods)))
+        return plain(conn, agency=agency, periods=periods)
+
+    monkeypatch.setattr(routes, "frozen_policies", spy)
+    key = new_key(runtime, "all", ["*"])
+    put(runtime, [fact(n, period="2026-03", on_time=False, delays=1, unit=f"SKHCN.U{n % 2}") for n in range(6)])
+
+    def timeliness(unit: str) -> str:
+        body = api.get("/v1/summaries", key, period="2026-03", group_by="unit", agency="SKHCN", unit=unit).json()
+        return str(body["items"][0]["units"]["timeliness"])
+
+    def close(policy: str, day: int) -> None:
+        with runtime.db.begin() as conn:
+            close_period(conn, agency="SKHCN", period="2026-03", by="t", policy={"late_products": policy},
+                         now=NOW + timedelta(days=day))  # fmt: skip
+
+    with serve(runtime) as api:
+        open_u0, open_u1 = timeliness("SKHCN.U0"), timeliness("SKHCN.U1")
+        assert len(asked) == 1  # the second unit's summary missed the response cache, not the frozen policies
+        close("exclude", 1)
+        assert timeliness("SKHCN.U0") != open_u0 and len(asked) == 2
+        assert timeliness("SKHCN.U1") != open_u1 and len(asked) == 2
+        with runtime.db.begin() as conn:
+            reopen_period(conn, agency="SKHCN", period="2026-03", by="t", reason="test", now=NOW + timedelta(days=2))
+        assert timeliness("SKHCN.U0") == open_u0 and len(asked) == 3
+        close("deduct", 3)  # as many frozen policies as after the first closure, but one more reopening
+        assert timeliness("SKHCN.U0") == open_u0 and len(asked) == 4

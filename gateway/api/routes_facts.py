@@ -35,10 +35,11 @@ from gateway.api.facts import BadPageToken, FactFilter, get_fact, list_changes, 
 from gateway.api.problems import ApiError, problem_responses
 from gateway.api.query import openapi_parameters, parse_query
 from gateway.api.schemas import ChangePage, FactDetail, FactPage, SummaryPage
-from gateway.api.summaries import SUMMARY_PERIOD, policy_summary, summarize
+from gateway.api.summaries import SUMMARY_PERIOD, FrozenFor, policy_summary, summarize
 from gateway.mapping.mappingset import MappingSet
 from gateway.runtime import Runtime
 from gateway.security import Principal
+from gateway.store.periods import frozen_policies
 from gateway.types import VN_TZ
 
 MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
@@ -59,8 +60,10 @@ def _cached_json(request: Request, route: str, body: bytes, outcome: str | None)
     return Response(body, media_type="application/json", headers={"X-KPIGW-Cache": outcome})
 
 
-def _cache_key(request: Request, conn: Connection, *parts: Hashable) -> tuple[ResponseCache, Hashable | None]:
-    """The app's response cache and this read's key in it (None when the cache is off); see :mod:`.cache`."""
+def _cache_key(request: Request, conn: Connection,
+               *parts: Hashable) -> tuple[ResponseCache, tuple[Any, ...] | None]:  # fmt: skip
+    """The app's response cache and this read's key in it (None when the cache is off), whose last part is the
+    store version; see :mod:`.cache`."""
     cache: ResponseCache = request.app.state.response_cache
     return cache, ((*parts, store_version(conn)) if cache.enabled else None)
 
@@ -259,8 +262,10 @@ async def get_summaries(request: Request, caller: HotReaderDep) -> Response:
         hit = cache.get(key) if key is not None else None
         outcome = "hit"
         if hit is None:
+            frozen = _frozen_policies(request, key[-1]) if key is not None else None
             hit, outcome = _summary_page(conn, mappings, caller, group_by=group_by, period=period, agency=agency,
-                                         unit=unit, person=person, mark=mark, size=size), "miss"  # fmt: skip
+                                         unit=unit, person=person, mark=mark, size=size,
+                                         frozen=frozen), "miss"  # fmt: skip
             if key is not None:
                 cache.put(key, hit)
         audit.record_read(conn, caller, action="read_summaries", rows=hit.rows, filters={
@@ -270,11 +275,35 @@ async def get_summaries(request: Request, caller: HotReaderDep) -> Response:
     return await _read(request, work)
 
 
+def _frozen_policies(request: Request, version: tuple[int, int, int]) -> FrozenFor:
+    """:func:`~gateway.store.periods.frozen_policies`, kept per process for the store version's (frozen
+    policies, reopenings) pair, which every closure and every reopening changes (see :mod:`.cache`): a summary
+    that misses the response cache then asks the store for its aggregate alone."""
+    state = request.app.state
+    kept: dict[tuple[Any, ...], dict[str, dict[str, Any]]] | None = getattr(state, "frozen_policies", None)
+    if kept is None:
+        kept = state.frozen_policies = {}
+    stamp = version[1:]
+
+    def frozen_for(conn: Connection, agency: str, months: list[str]) -> dict[str, dict[str, Any]]:
+        key = (stamp, agency, tuple(months))
+        found = kept.get(key)
+        if found is None:
+            found = frozen_policies(conn, agency=agency, periods=months)
+            if len(kept) >= 4096:  # a new closure or reopening makes every key new: drop what can no longer match
+                kept.clear()
+            kept[key] = found
+        return found
+
+    return frozen_for
+
+
 def _summary_page(conn: Connection, mappings: MappingSet, caller: Principal, *, group_by: str, period: str,
                   agency: str | None, unit: str | None, person: str | None, mark: list[Any] | None,
-                  size: int) -> Cached:  # fmt: skip
+                  size: int, frozen: FrozenFor | None = None) -> Cached:  # fmt: skip
     groups = summarize(conn, scope=caller.scope, group_by=group_by, period=period, policy_for=policy_for(mappings),
-                       agency=agency, unit=unit, person=person)  # fmt: skip
+                       agency=agency, unit=unit, person=person,
+                       **({"frozen_for": frozen} if frozen is not None else {}))  # fmt: skip
     keys = ("agency", "unit", "person_id")
     if mark is not None:
         groups = [g for g in groups if [g.get(k) or "" for k in keys if k in g] > mark]

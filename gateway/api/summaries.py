@@ -89,7 +89,10 @@ def _aggregate(conn: Connection, *, scope: Scope, keys: tuple[str, ...], months:
     params.update({f"f_{col}": filters[col] for col in given})
     if listed is not None:
         params.update({f"s{i}": agency for i, agency in enumerate(listed)})
-    return list(conn.execute(agg, params)), list(conn.execute(exempt, params))
+    rows = list(conn.execute(agg, params))
+    # The aggregate counts the exempt facts of each group: with none (the usual case), the second query, for
+    # the exempt facts' lineage, could only return nothing, and is not sent.
+    return rows, (list(conn.execute(exempt, params)) if any(r.exempt for r in rows) else [])
 
 
 _ZERO: Any = literal_column("0")  # constants written into the SQL, not bound (see _statements)
@@ -176,12 +179,19 @@ def _pct(part: Decimal, whole: Decimal) -> Decimal | None:
 
 
 PolicyFor = Callable[[str], dict[str, Any]]
+FrozenFor = Callable[[Connection, str, list[str]], dict[str, dict[str, Any]]]
+
+
+def _frozen(conn: Connection, agency: str, months: list[str]) -> dict[str, dict[str, Any]]:
+    return frozen_policies(conn, agency=agency, periods=months)
 
 
 def summarize(conn: Connection, *, scope: Scope, group_by: str, period: str, policy_for: PolicyFor,
               agency: str | None = None, unit: str | None = None, person: str | None = None,
-              ) -> list[dict[str, Any]]:  # fmt: skip
-    """One summary per group, sorted by group key. ``policy_for(agency)`` gives the current policy summary."""
+              frozen_for: FrozenFor = _frozen) -> list[dict[str, Any]]:  # fmt: skip
+    """One summary per group, sorted by group key. ``policy_for(agency)`` gives the current policy summary;
+    ``frozen_for(conn, agency, months)`` the policies frozen at the closure of those of ``months`` that are
+    closed (read from the store unless the caller knows them)."""
     keys = GROUPS[group_by]
     months = months_of(period)
     rows, exempt_rows = _aggregate(conn, scope=scope, keys=keys, months=months,
@@ -192,7 +202,7 @@ def summarize(conn: Connection, *, scope: Scope, group_by: str, period: str, pol
     def policy(agency_code: str, month: str) -> dict[str, Any]:
         if (agency_code, month) not in policies:
             if agency_code not in frozen:
-                frozen[agency_code] = frozen_policies(conn, agency=agency_code, periods=months)
+                frozen[agency_code] = frozen_for(conn, agency_code, months)
             policies[(agency_code, month)] = frozen[agency_code].get(month) or policy_for(agency_code)
         return policies[(agency_code, month)]
 
