@@ -375,3 +375,38 @@ def test_frozen_policies_are_kept_per_closure_state_only(runtime: Runtime, monke
         assert timeliness("SKHCN.U0") == open_u0 and len(asked) == 3
         close("deduct", 3)  # as many frozen policies as after the first closure, but one more reopening
         assert timeliness("SKHCN.U0") == open_u0 and len(asked) == 4
+
+
+def test_a_cache_hit_is_checked_and_audited_by_one_statement_on_postgresql(runtime: Runtime) -> None:
+    """On PostgreSQL a hit sends one statement, the audit insert that holds only while the entry's version is the
+    store's; a stale entry inserts nothing there and the miss writes the one audit row. The version SQL names
+    the tables :func:`store_version` reads."""
+    from sqlalchemy import event
+
+    from gateway.api.cache import POLICY, REOPENING, VERSION_IS_PG
+
+    assert all(f"FROM {t.name})" in VERSION_IS_PG for t in (CHANGE, POLICY, REOPENING))
+    key = new_key(runtime, "all", ["*"])
+    sent: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        sent.append(statement)
+
+    with serve(runtime) as api:
+        assert api.get("/v1/facts", key, limit=50).headers["X-KPIGW-Cache"] == "miss"
+        event.listen(runtime.db, "before_cursor_execute", count)
+        try:
+            hit = api.get("/v1/facts", key, limit=50)
+            statements = list(sent)
+            put(runtime, [fact(1, units="9")], now=NOW + timedelta(days=1))
+            sent.clear()
+            stale = api.get("/v1/facts", key, limit=50)
+        finally:
+            event.remove(runtime.db, "before_cursor_execute", count)
+    assert hit.headers["X-KPIGW-Cache"] == "hit" and stale.headers["X-KPIGW-Cache"] == "miss"
+    assert next(f for f in stale.json()["items"] if f["item_key"] == "SKHCN:doc1")["units"] == "9.0000"
+    if runtime.db.dialect.name == "postgresql":
+        assert len(statements) == 1 and statements[0].startswith("INSERT INTO audit_log"), statements
+    with runtime.db.connect() as conn:
+        audited = conn.execute(select(AUDIT.c.detail).where(AUDIT.c.actor == "all")).scalars().all()
+    assert len(audited) == 3  # miss, hit, stale -> miss: one row each, none from the stale check

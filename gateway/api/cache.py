@@ -1,4 +1,5 @@
-"""A per-process cache of hot read responses whose invalidation is exact: every key carries the store's version.
+"""A per-process cache of hot read responses whose invalidation is exact: every entry carries the store version
+it was read at, and serves only while that is still the store's version.
 
 A page of facts depends only on ``fact`` rows, and every change of a fact row is written with a new
 ``fact_change`` row (:func:`gateway.store.facts.write_facts` is the only writer of ``fact``), so the newest
@@ -6,14 +7,17 @@ change number is a version of everything a page can show. A summary depends on t
 frozen at period closures (``period_policy``) and on the current mappings' policies, so its version is (newest
 change, frozen policies, reopenings, mappings version). A closure adds a frozen policy and a reopening removes
 it, so their count alone could come back to an earlier value after a reopen and a close with another policy;
-the number of reopenings only grows, so the pair never repeats. :func:`store_version` reads the first three
-in one cheap query per request; when anything changed, the key is new and the old entries simply age out.
+the number of reopenings only grows, so the pair never repeats, and neither does the whole version. The
+mappings version is part of a summary's key; :func:`store_version` reads the other three in one cheap query.
 
-Keys also carry the caller's scope (as listed) and the normalized query, so two callers share an entry only
-when they may see exactly the same rows. The audit entry is still written for every request, hit or miss,
+Keys carry the caller's scope (as listed) and the normalized query, so two callers share an entry only when
+they may see exactly the same rows; one entry per key, the newest read. Whether an entry is current is asked
+of the store on every request: on SQLite by reading the version and comparing; on PostgreSQL by the audit
+entry itself, inserted only if the version is still the entry's (:func:`gateway.api.audit.record_read_if_current`,
+one statement in its own transaction), so a hit costs one round trip. When it is not, the read runs as a miss,
+in one snapshot: version, data and audit entry. The audit entry is written for every request, hit or miss,
 with the row count kept beside the body. Each response says ``X-KPIGW-Cache: hit`` or ``miss`` so load tests
-report the hit rate. Versions only grow, and the version is read before the data, so an entry holds the
-store as of its version or newer; never older.
+report the hit rate.
 """
 
 from __future__ import annotations
@@ -38,16 +42,25 @@ _VERSION = select(
 )
 
 
-def store_version(conn: Connection) -> tuple[int, int, int]:
+def store_version(conn: Connection) -> Version:
     """(newest change number, frozen period policies, reopenings): changes whenever a cached read could."""
     row = conn.execute(_VERSION).one()
     return int(row[0]), int(row[1]), int(row[2])
+
+
+# The same three, compared with a version given as (%s, %s, %s), for a WHERE clause in driver SQL (psycopg).
+VERSION_IS_PG = ("(SELECT coalesce(max(seq), 0) FROM fact_change) = %s"
+                 " AND (SELECT count(*) FROM period_policy) = %s AND (SELECT count(*) FROM period_reopening) = %s")
+
+
+Version = tuple[int, int, int]
 
 
 @dataclass(frozen=True)
 class Cached:
     body: bytes
     rows: int  # for the audit entry of a hit
+    version: Version | None = None  # the store version the body was read at
 
 
 class ResponseCache:

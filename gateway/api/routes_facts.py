@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Connection
 
 from gateway.api import audit
-from gateway.api.cache import Cached, ResponseCache, store_version
+from gateway.api.cache import Cached, ResponseCache, Version, store_version
 from gateway.api.deps import HotReaderDep, ReaderDep, RuntimeDep, SnapshotConnDep, one_snapshot
 from gateway.api.export import FACT_COLUMNS, SUMMARY_COLUMNS, fact_rows, summary_rows, to_csv, to_xlsx
 from gateway.api.facts import BadPageToken, FactFilter, get_fact, list_changes, list_fact_json, list_facts
@@ -60,12 +60,40 @@ def _cached_json(request: Request, route: str, body: bytes, outcome: str | None)
     return Response(body, media_type="application/json", headers={"X-KPIGW-Cache": outcome})
 
 
-def _cache_key(request: Request, conn: Connection,
-               *parts: Hashable) -> tuple[ResponseCache, tuple[Any, ...] | None]:  # fmt: skip
-    """The app's response cache and this read's key in it (None when the cache is off), whose last part is the
-    store version; see :mod:`.cache`."""
+def _serve_cached(request: Request, conn: Connection, caller: Principal, *, route: str,
+                  parts: tuple[Hashable, ...], action: str, filters: Mapping[str, Any],
+                  build: Callable[[Version | None], Cached]) -> Response:  # fmt: skip
+    """A cacheable read: the app's response cache answers while its entry is current, else ``build(version)``
+    reads it (``version`` None when the cache is off); audited either way. See :mod:`.cache`.
+
+    ``conn`` comes from :func:`_read`, set for one snapshot and not yet in a transaction. On PostgreSQL a cached
+    entry is checked by the audit insert itself, in autocommit; when it is stale, the connection goes back to
+    one snapshot for the miss."""
     cache: ResponseCache = request.app.state.response_cache
-    return cache, ((*parts, store_version(conn)) if cache.enabled else None)
+    if not cache.enabled:
+        entry = build(None)
+        audit.record_read(conn, caller, action=action, filters=filters, rows=entry.rows)
+        return _cached_json(request, route, entry.body, None)
+    key = (route, tuple(caller.scope.listing()), *parts)
+    found = cache.get(key)
+    if found is not None and found.version is not None and conn.dialect.name == "postgresql":
+        level = conn.get_execution_options().get("isolation_level")
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        current = audit.record_read_if_current(conn, caller, action=action, filters=filters, rows=found.rows,
+                                               version=found.version)  # fmt: skip
+        conn.commit()  # SQLAlchemy's own bookkeeping: the statement committed by itself
+        if current:
+            return _cached_json(request, route, found.body, "hit")
+        conn.execution_options(isolation_level=level or "REPEATABLE READ")
+        found = None  # stale: versions never repeat, so no later read can find it current
+    version = store_version(conn)
+    if found is not None and found.version == version:
+        entry, outcome = found, "hit"
+    else:
+        entry, outcome = build(version), "miss"
+        cache.put(key, entry)
+    audit.record_read(conn, caller, action=action, filters=filters, rows=entry.rows)
+    return _cached_json(request, route, entry.body, outcome)
 
 
 async def _read(request: Request, work: Callable[[Connection], Response]) -> Response:
@@ -164,18 +192,12 @@ async def get_facts(request: Request, caller: HotReaderDep) -> Response:
     size = _cap(request, limit)
 
     def work(conn: Connection) -> Response:
-        cache, key = _cache_key(request, conn, "facts", tuple(caller.scope.listing()), filters, size, after)
-        hit = cache.get(key) if key is not None else None
-        if hit is None:
+        def build(version: Version | None) -> Cached:
             items, next_token = list_fact_json(conn, scope=caller.scope, filters=filters, limit=size, after=after)
-            hit = Cached(orjson.dumps({"items": items, "next": next_token}), len(items))
-            if key is not None:
-                cache.put(key, hit)
-            outcome = "miss"
-        else:
-            outcome = "hit"
-        audit.record_read(conn, caller, action="read_facts", filters=filters.public(), rows=hit.rows)
-        return _cached_json(request, "facts", hit.body, outcome if key is not None else None)
+            return Cached(orjson.dumps({"items": items, "next": next_token}), len(items), version)
+
+        return _serve_cached(request, conn, caller, route="facts", parts=(filters, size, after), action="read_facts",
+                             filters=filters.public(), build=build)  # fmt: skip
 
     return await _read(request, work)
 
@@ -257,25 +279,22 @@ async def get_summaries(request: Request, caller: HotReaderDep) -> Response:
     def work(conn: Connection) -> Response:
         runtime: Runtime = request.app.state.runtime
         mappings = runtime.mappings.current  # once: the cache key and the computation must name the same set
-        cache, key = _cache_key(request, conn, "summaries", tuple(caller.scope.listing()), mappings.version,
-                                group_by, period, agency, unit, person, size, after)  # fmt: skip
-        hit = cache.get(key) if key is not None else None
-        outcome = "hit"
-        if hit is None:
-            frozen = _frozen_policies(request, key[-1]) if key is not None else None
-            hit, outcome = _summary_page(conn, mappings, caller, group_by=group_by, period=period, agency=agency,
-                                         unit=unit, person=person, mark=mark, size=size,
-                                         frozen=frozen), "miss"  # fmt: skip
-            if key is not None:
-                cache.put(key, hit)
-        audit.record_read(conn, caller, action="read_summaries", rows=hit.rows, filters={
-            "period": period, "group_by": group_by, "agency": agency, "unit": unit, "person": person})  # fmt: skip
-        return _cached_json(request, "summaries", hit.body, outcome if key is not None else None)
+
+        def build(version: Version | None) -> Cached:
+            frozen = _frozen_policies(request, version) if version is not None else None
+            return _summary_page(conn, mappings, caller, group_by=group_by, period=period, agency=agency, unit=unit,
+                                 person=person, mark=mark, size=size, frozen=frozen, version=version)  # fmt: skip
+
+        return _serve_cached(request, conn, caller, route="summaries",
+                             parts=(mappings.version, group_by, period, agency, unit, person, size, after),
+                             action="read_summaries", build=build, filters={
+                                 "period": period, "group_by": group_by, "agency": agency, "unit": unit,
+                                 "person": person})  # fmt: skip
 
     return await _read(request, work)
 
 
-def _frozen_policies(request: Request, version: tuple[int, int, int]) -> FrozenFor:
+def _frozen_policies(request: Request, version: Version) -> FrozenFor:
     """:func:`~gateway.store.periods.frozen_policies`, kept per process for the store version's (frozen
     policies, reopenings) pair, which every closure and every reopening changes (see :mod:`.cache`): a summary
     that misses the response cache then asks the store for its aggregate alone."""
@@ -300,7 +319,7 @@ def _frozen_policies(request: Request, version: tuple[int, int, int]) -> FrozenF
 
 def _summary_page(conn: Connection, mappings: MappingSet, caller: Principal, *, group_by: str, period: str,
                   agency: str | None, unit: str | None, person: str | None, mark: list[Any] | None,
-                  size: int, frozen: FrozenFor | None = None) -> Cached:  # fmt: skip
+                  size: int, frozen: FrozenFor | None = None, version: Version | None = None) -> Cached:  # fmt: skip
     groups = summarize(conn, scope=caller.scope, group_by=group_by, period=period, policy_for=policy_for(mappings),
                        agency=agency, unit=unit, person=person,
                        **({"frozen_for": frozen} if frozen is not None else {}))  # fmt: skip
@@ -310,7 +329,7 @@ def _summary_page(conn: Connection, mappings: MappingSet, caller: Principal, *, 
     page = groups[:size]
     more = len(groups) > len(page)
     token = _group_token([page[-1].get(k) for k in keys if k in page[-1]]) if more and page else None
-    return Cached(orjson.dumps({"items": page, "next": token}), len(page))
+    return Cached(orjson.dumps({"items": page, "next": token}), len(page), version)
 
 
 @router.get("/export", tags=["export"], summary="A unit-period's facts and summaries as CSV or XLSX",
