@@ -220,6 +220,10 @@ async def get_changes(request: Request, caller: HotReaderDep) -> Response:
     size = _cap(request, limit)
 
     def work(conn: Connection) -> Response:
+        if conn.dialect.name == "postgresql":
+            # One statement reads the page, so it is one snapshot by itself; the audit row is its own transaction,
+            # committed before the response leaves. Two round trips instead of four (BEGIN, COMMIT).
+            conn.execution_options(isolation_level="AUTOCOMMIT")
         items, token, more = list_changes(conn, scope=caller.scope, after=after, limit=size, agency=agency)
         audit.record_read(conn, caller, action="read_changes", filters={"after": after, "agency": agency},
                           rows=len(items))  # fmt: skip
