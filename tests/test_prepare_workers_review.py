@@ -261,3 +261,42 @@ def test_no_credential_reaches_a_worker_through_its_environment(monkeypatch: pyt
         assert b"secret-db-password" not in environ
     finally:
         preparer.close()
+
+
+def test_workers_that_die_at_start_are_not_started_again_for_every_page(
+    tmp_path: Path, eoffice_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(Review note of session 4, left then.) A worker that cannot start, here one that exits at once, was
+    started again at every page's turn: a new interpreter per page. Now three deaths in a row suspend the pool;
+    every page is still prepared, by the engine, and the store is the same."""
+    from gateway.sync import prepare
+
+    reference = _runtime(tmp_path, "ref", f"sqlite:///{tmp_path}/ref.db", eoffice_env, workers=0)
+    rt = _runtime(tmp_path, "dying", f"sqlite:///{tmp_path}/dying.db", eoffice_env, workers=0)
+    monkeypatch.setattr(prepare, "_BOOT", "import sys; sys.exit(3)")
+    started: list[int] = []
+    plain_init = prepare._Worker.__init__
+
+    def counted(self: Any) -> None:
+        plain_init(self)
+        started.append(self.process.pid)
+
+    monkeypatch.setattr(prepare._Worker, "__init__", counted)
+    preparer = ProcessPreparer(1)
+    try:
+        _sync(reference, reference.connector("eoffice"))
+        _sync(dataclasses.replace(rt, sync=_engine(rt, preparer)), rt.connector("eoffice"))
+        pages = _prepared(rt, "engine")
+        assert pages > ProcessPreparer.MAX_DEATHS + 2  # enough pages to tell "per page" from "a few"
+        assert _prepared(rt, "worker") == 0
+        assert len(started) == ProcessPreparer.MAX_DEATHS
+        assert preparer.suspended() is not None and preparer.lease() is None
+        assert _stored(rt.db) == _stored(reference.db)
+        monkeypatch.setattr(preparer, "_suspended_until", 0.0)  # the suspension over: workers are tried again
+        lease = preparer.lease()
+        assert lease is not None and len(started) == ProcessPreparer.MAX_DEATHS + 1
+        lease.release()
+    finally:
+        preparer.close()
+        reference.close()
+        rt.close()

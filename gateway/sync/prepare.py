@@ -46,6 +46,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -387,6 +388,9 @@ class Lease:
         try:
             worker = self.workers[index]
             if worker.dead:
+                suspended = self._preparer.suspended()
+                if suspended:
+                    return Ticket(None, suspended)
                 worker.close()
                 fresh = self.workers[index] = _Worker()
                 self._preparer.adopt(fresh, replacing=worker)
@@ -394,7 +398,7 @@ class Lease:
             worker.send(blob)
             return Ticket(worker)
         except Exception as exc:  # a worker gone (a broken pipe), one that cannot start
-            self.workers[index].dead = True
+            self._died(self.workers[index])
             return Ticket(None, f"{type(exc).__name__}: {exc}")
 
     def resolve(self, ticket: Ticket, fallback: Callable[[], PreparedPage]) -> tuple[PreparedPage, bool]:
@@ -404,9 +408,10 @@ class Lease:
             try:
                 answer = ticket.worker.receive()
             except (EOFError, OSError) as exc:  # the worker died, perhaps halfway through its answer
-                ticket.worker.dead = True
+                self._died(ticket.worker)
                 answer = _Declined(f"the worker process ended ({type(exc).__name__})")
             if isinstance(answer, PreparedPage):
+                self._preparer.worker_answered()
                 return answer, True
             reason = answer.reason
         self._preparer.warn_once(reason or "declined")
@@ -419,7 +424,13 @@ class Lease:
             try:
                 ticket.worker.receive()
             except (EOFError, OSError):
-                ticket.worker.dead = True
+                self._died(ticket.worker)
+
+    def _died(self, worker: _Worker) -> None:
+        """Mark ``worker`` dead; the pool counts each worker's death once, however many of its pages it took."""
+        if not worker.dead:
+            worker.dead = True
+            self._preparer.worker_died()
 
     def release(self) -> None:
         self._preparer.give_back(self.workers)
@@ -428,7 +439,15 @@ class Lease:
 class ProcessPreparer:
     """Up to ``workers`` worker processes preparing pages, shared by the syncs of the process, started on first
     use and kept. A stream run leases the idle ones (:meth:`lease`); a run that finds none idle, because
-    other syncs hold them, prepares its pages in the engine's process, as without workers."""
+    other syncs hold them, prepares its pages in the engine's process, as without workers.
+
+    Workers that keep dying are not started again for ever: after :data:`MAX_DEATHS` deaths in a row with no
+    page answered in between (a worker that cannot import the project, one killed by a memory limit at each
+    page), the pool is suspended for :data:`SUSPEND_SECONDS`, pages are prepared in the engine's process, and
+    the log says why once. Before this, each such page cost a new interpreter and a failed hand-over."""
+
+    MAX_DEATHS = 3
+    SUSPEND_SECONDS = 300.0
 
     def __init__(self, workers: int) -> None:
         if workers < 1:
@@ -439,8 +458,34 @@ class ProcessPreparer:
         self._started = 0
         self._lock = threading.Lock()
         self._warned: set[str] = set()
+        self._deaths = 0  # in a row, with no page answered since
+        self._suspended_until = 0.0  # time.monotonic()
+
+    def suspended(self) -> str | None:
+        """Why no worker is started now (the reason pages are prepared in the engine's process), or None."""
+        left = self._suspended_until - time.monotonic()
+        if left <= 0:
+            return None
+        return f"worker processes suspended for {left:.0f} s more: {self.MAX_DEATHS} died in a row"
+
+    def worker_died(self) -> None:
+        with self._lock:
+            self._deaths += 1
+            if self._deaths < self.MAX_DEATHS:
+                return
+            self._deaths = 0
+            self._suspended_until = time.monotonic() + self.SUSPEND_SECONDS
+        log.warning("worker processes keep dying: pages are prepared in the engine's process for a while",
+                    extra={"deaths": self.MAX_DEATHS, "seconds": self.SUSPEND_SECONDS})  # fmt: skip
+
+    def worker_answered(self) -> None:
+        if self._deaths:
+            with self._lock:
+                self._deaths = 0
 
     def lease(self) -> Lease | None:
+        if self.suspended():
+            return None
         with self._lock:
             taken, self._idle = self._idle, []
             missing = self.workers - self._started
