@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from gateway.api import create_app
 from gateway.api.audit import AUDIT
@@ -410,3 +410,34 @@ def test_a_cache_hit_is_checked_and_audited_by_one_statement_on_postgresql(runti
     with runtime.db.connect() as conn:
         audited = conn.execute(select(AUDIT.c.detail).where(AUDIT.c.actor == "all")).scalars().all()
     assert len(audited) == 3  # miss, hit, stale -> miss: one row each, none from the stale check
+
+
+def test_a_body_too_large_to_cache_drops_the_entry_it_supersedes(runtime: Runtime) -> None:
+    """The newest read of a key that is too large to keep must not leave the key's older entry behind: that
+    entry can never be current again, yet it kept being found (and, being found, never aged out), so on
+    PostgreSQL every later request paid the conditional audit insert that fails, then the miss."""
+    key = new_key(runtime, "all", ["*"])
+    app = create_app(runtime, start_scheduler=False)
+    cache: ResponseCache = app.state.response_cache
+    with serve_in_thread(app) as server:
+        def page() -> httpx.Response:
+            return httpx.get(server.url + "/v1/facts", params={"limit": 1000}, headers={"X-API-Key": key}, timeout=30)
+
+        small = page()
+        cache.max_bytes = 8 * (len(small.content) + 1000)  # this body fits; one with 40 more facts does not
+        assert page().headers["X-KPIGW-Cache"] == "hit"
+        put(runtime, [fact(n) for n in range(100, 140)], now=NOW + timedelta(days=2))
+        sent: list[str] = []
+
+        def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            sent.append(statement)
+
+        assert page().headers["X-KPIGW-Cache"] == "miss"  # too large to keep
+        event.listen(runtime.db, "before_cursor_execute", record)
+        try:
+            again = page()
+        finally:
+            event.remove(runtime.db, "before_cursor_execute", record)
+    assert again.headers["X-KPIGW-Cache"] == "miss"
+    assert not [s for s in sent if s.startswith("INSERT INTO audit_log") and "WHERE" in s], sent
+    assert len(cache._entries) == 0

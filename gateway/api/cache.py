@@ -89,12 +89,12 @@ class ResponseCache:
             return found
 
     def put(self, key: Hashable, entry: Cached) -> None:
-        if len(entry.body) > self.max_bytes // 8:  # one huge body must not flush everything else
-            return
         with self._lock:
-            old = self._entries.pop(key, None)
+            old = self._entries.pop(key, None)  # superseded even when this one is not kept: it is never current again
             if old is not None:
                 self._size -= len(old.body)
+            if len(entry.body) > self.max_bytes // 8:  # one huge body must not flush everything else
+                return
             self._entries[key] = entry
             self._size += len(entry.body)
             while self._size > self.max_bytes:
