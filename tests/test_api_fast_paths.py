@@ -441,3 +441,18 @@ def test_a_body_too_large_to_cache_drops_the_entry_it_supersedes(runtime: Runtim
     assert again.headers["X-KPIGW-Cache"] == "miss"
     assert not [s for s in sent if s.startswith("INSERT INTO audit_log") and "WHERE" in s], sent
     assert len(cache._entries) == 0
+
+
+def test_of_two_racing_misses_the_cache_keeps_the_later_read() -> None:
+    """Two threads miss one key; the one that read the older store version stores last. Keeping it would cost
+    every next request a failed check; the later read stays. A reopening orders after a closure even though it
+    leaves fewer frozen policies."""
+    cache = ResponseCache(max_bytes=10_000)
+    cache.put("k", Cached(b"new", 1, (7, 0, 0)))
+    cache.put("k", Cached(b"old", 1, (5, 0, 0)))
+    assert cache.get("k") == Cached(b"new", 1, (7, 0, 0))
+    cache.put("k", Cached(b"closed", 1, (7, 1, 0)))
+    cache.put("k", Cached(b"reopened", 1, (7, 0, 1)))
+    cache.put("k", Cached(b"closed again, stale", 1, (7, 1, 0)))
+    found = cache.get("k")
+    assert found is not None and found.body == b"reopened"

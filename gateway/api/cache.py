@@ -63,6 +63,13 @@ class Cached:
     version: Version | None = None  # the store version the body was read at
 
 
+def _newer(a: Version | None, b: Version | None) -> bool:
+    """Whether version ``a`` was the store's after ``b``. The change number and the reopenings only grow, and
+    with both unchanged only closures happened, which add frozen policies: so (changes, reopenings, policies)
+    orders versions in time."""
+    return a is not None and b is not None and (a[0], a[2], a[1]) > (b[0], b[2], b[1])
+
+
 class ResponseCache:
     """Least-recently-used bodies up to ``max_bytes`` (0 disables it); thread-safe; counts hits and misses."""
 
@@ -90,6 +97,9 @@ class ResponseCache:
 
     def put(self, key: Hashable, entry: Cached) -> None:
         with self._lock:
+            kept = self._entries.get(key)
+            if kept is not None and _newer(kept.version, entry.version):  # two misses raced: keep the later read
+                return
             old = self._entries.pop(key, None)  # superseded even when this one is not kept: it is never current again
             if old is not None:
                 self._size -= len(old.body)
