@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from gateway.errors import NormalizeError
 from gateway.mapping import load_mappings
@@ -21,7 +22,7 @@ from gateway.mapping.remap import remap
 from gateway.store import make_engine, migrate
 from gateway.store.facts import write_facts
 from gateway.store.models import FactRow
-from gateway.store.records import archive, save_work_items
+from gateway.store.records import RAW, archive, save_work_items
 from gateway.types import VN_TZ, ItemKind, Participant, Role, SourceRecord, WorkItem
 
 MINI = Path(__file__).parent / "fixtures" / "mapping" / "mini"
@@ -179,3 +180,32 @@ def test_cli_commands(engine: Engine, mini: Path, tmp_path: Path, capsys: pytest
     (mini / "rules" / "TEST.yaml").write_text(broken, encoding="utf-8")
     assert run("mappings", "check") == 1
     assert "TEST.yaml:2:9: rules.0: Value error, give exactly one of product" in capsys.readouterr().out
+
+
+def test_the_archive_keeps_the_sources_key_order_and_remap_sees_it(engine: Engine, mini: Path) -> None:
+    """A record is archived as the source sent it, keys in its order, under a hash of its canonical (sorted)
+    form: the same content in another order is the same version. Re-mapping then hands a normalizer the payload
+    a live sync handed it; before, it got sorted keys, and a field map that stringifies an object built a
+    different work item there than in the live sync."""
+    from gateway.store.records import encode_payload
+
+    sent = {"kind": "task", "people": [["u2", "lead"]], "subject": {"vi": "Văn bản", "en": "Document"}}
+    reordered = {"subject": {"en": "Document", "vi": "Văn bản"}, "people": [["u2", "lead"]], "kind": "task"}
+    as_sent, digest = encode_payload(sent)
+    assert list(orjson.loads(as_sent)) == ["kind", "people", "subject"]
+    assert list(orjson.loads(as_sent)["subject"]) == ["vi", "en"]
+    assert encode_payload(reordered)[1] == digest
+
+    seen: list[str] = []
+
+    def stringify(record: SourceRecord) -> Sequence[WorkItem]:
+        seen.append(orjson.dumps(record.payload["subject"]).decode())
+        return normalize(record)
+
+    with engine.begin() as conn:
+        archive(conn, [SourceRecord("eoffice", "docs", "9", sent)], fetched_at=NOW, run_id=None)
+        archive(conn, [SourceRecord("eoffice", "docs", "9", reordered)], fetched_at=NOW, run_id=None)  # same version
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(RAW)).scalar_one() == 1
+        remap(conn, mappings=load_mappings(mini), normalizer_for=lambda _s: stringify, now=NOW)
+    assert seen == ['{"vi":"Văn bản","en":"Document"}']

@@ -27,9 +27,14 @@ QUARANTINE = QuarantineRow.__table__  # type: ignore[attr-defined]
 
 
 def encode_payload(payload: Any) -> tuple[str, str]:
-    """Canonical JSON of a payload and its content hash (sorted keys: equal content, equal hash)."""
-    blob = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS, default=str)
-    return blob.decode(), hashlib.blake2b(blob, digest_size=16).hexdigest()
+    """A payload's JSON as the source sent it (its keys in the source's order) and its content hash, taken over
+    the canonical JSON (sorted keys: equal content, equal hash, whatever the order).
+
+    The archive keeps the source's order so that re-mapping from it (``kpigw remap``, quarantine replays) hands
+    a normalizer exactly the record a live sync handed it: a field map that stringifies a whole object saw
+    sorted keys there before. Records archived before kept their sorted JSON; the hash is the same either way."""
+    digest = hashlib.blake2b(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS, default=str), digest_size=16)
+    return orjson.dumps(payload, default=str).decode(), digest.hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +51,8 @@ _RAW_COLUMNS = ("source", "stream", "record_key", "content_hash", "payload", "fe
 
 
 def encode_records(records: Sequence[SourceRecord]) -> list[ArchivedRecord]:
-    """Each record with its canonical JSON and content hash; pure, so the engine runs it off the store's thread."""
+    """Each record with its JSON and content hash (:func:`encode_payload`); pure, so the engine runs it off the
+    store's thread."""
     return [ArchivedRecord(rec, *encode_payload(rec.payload)) for rec in records]
 
 

@@ -117,7 +117,7 @@ def _one_page_ahead(pages: Iterator[T], thread_name: str) -> Generator[T, None, 
 
 @dataclass
 class _PageWork:
-    """A page made ready for the store: the page, its records with their canonical JSON and hash, and the rest
+    """A page made ready for the store: the page, its records with their archived JSON and hash, and the rest
     of what :func:`~gateway.sync.prepare.prepare_records` computed (the page's own problems added to its
     quarantine)."""
 

@@ -1,7 +1,7 @@
 """Preparing a page for the store, in the gateway's process or in worker processes.
 
-:func:`prepare_records` is most of what lies between a page of archived records (their canonical JSON and
-content hash) and its transaction: normalize, value, the work items' rows, the facts' stored values and their
+:func:`prepare_records` is most of what lies between a page of archived records (their JSON and content
+hash) and its transaction: normalize, value, the work items' rows, the facts' stored values and their
 change-feed snapshot parts. It is pure (no store, no network, no metrics, no logging), and it is about half of
 a sync's CPU; the store transaction is most of the rest.
 
@@ -12,8 +12,8 @@ fetches, encodes and stores. What crosses to a worker is the page's records, how
 normalize (its :class:`~gateway.connector.NormalizerRecipe`: the streams' field maps, never clients or
 credentials) and which mappings to value with (their directory and content digest); what comes back is a
 :class:`PreparedPage`. When the connector's payloads are plain JSON, a record crosses as JSON (its archived
-canonical JSON and hash, and its payload's JSON in the source's key order, which a field map may see) and the
-worker decodes it: four times cheaper than unpickling a decoded copy.
+JSON, which keeps the source's key order, and its hash) and the worker decodes it: four times cheaper than
+unpickling a decoded copy.
 
 Exactness comes first:
 
@@ -155,9 +155,9 @@ class _Job:
     recipe: bytes
     mappings_root: str
     mappings_digest: str  # the mapping set's content digest (MappingSet.content_digest), not its short version
-    archived: Sequence[rec_store.ArchivedRecord] = ()  # the records with their canonical JSON and hash, or
-    # the same without the decoded payloads: canonical JSON and hash, and the payload's JSON in its own key order
-    as_json: Sequence[tuple[str, str, str, str | None, str, str, bytes]] = ()
+    archived: Sequence[rec_store.ArchivedRecord] = ()  # the records with their archived JSON and hash, or
+    # the same without the decoded payloads: the archived JSON (in the source's key order) and hash
+    as_json: Sequence[tuple[str, str, str, str | None, str, str]] = ()
 
     def records(self) -> Sequence[rec_store.ArchivedRecord]:
         """The page's records; from their JSON for a connector whose payloads are plain JSON (the same records,
@@ -165,8 +165,8 @@ class _Job:
         if not self.as_json:
             return self.archived
         return [
-            rec_store.ArchivedRecord(SourceRecord(source, stream, key, orjson.loads(ordered), cursor), payload, digest)
-            for source, stream, key, cursor, payload, digest, ordered in self.as_json
+            rec_store.ArchivedRecord(SourceRecord(source, stream, key, orjson.loads(payload), cursor), payload, digest)
+            for source, stream, key, cursor, payload, digest in self.as_json
         ]
 
 
@@ -372,11 +372,10 @@ class Lease:
         job = _Job(recipe.key, recipe.blob, str(mappings_root), mappings_digest)
         try:
             if recipe.json_payloads:
-                # The payload's own JSON, keys in the source's order (the canonical JSON sorts them, and a field
-                # map that stringifies an object would then see another order than the engine's normalize).
-                rows = [(a.record, a.payload_json, a.content_hash) for a in archived]
-                as_json = [(r.source, r.stream, r.key, r.cursor_value, payload, digest, orjson.dumps(r.payload))
-                           for r, payload, digest in rows]  # fmt: skip
+                # The archived JSON keeps the source's key order (a field map that stringifies an object sees the
+                # order the engine's normalize sees), so it is the payload too, decoded in the worker.
+                as_json = [(a.record.source, a.record.stream, a.record.key, a.record.cursor_value, a.payload_json,
+                            a.content_hash) for a in archived]  # fmt: skip
                 job = dataclasses.replace(job, as_json=as_json)
             else:
                 job = dataclasses.replace(job, archived=archived)
