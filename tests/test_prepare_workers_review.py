@@ -300,3 +300,49 @@ def test_workers_that_die_at_start_are_not_started_again_for_every_page(
         preparer.close()
         reference.close()
         rt.close()
+
+
+def _one_page() -> tuple[PackedRecipe, Any, list[rec_store.ArchivedRecord]]:
+    mappings = load_mappings(ROOT / "mappings")
+    recipe = NormalizerRecipe(stream_normalizer, ({"docs": _normalize_config()}, "ioffice"), json_payloads=True)
+    records = [SourceRecord("rest", "docs", "r1", {"id": 1, "agency": "SKHCN", "unit": "VP", "status": "done",
+                                                   "subject": "Văn bản"})]  # fmt: skip
+    return PackedRecipe.pack(recipe), mappings, rec_store.encode_records(records)
+
+
+def test_a_worker_that_cannot_be_started_again_counts_towards_the_suspension(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A dead worker replaced at its turn by one whose start fails (Popen raising: no processes, no memory, no
+    descriptors left) was not counted: the failure marked the old worker dead again, already dead, so no death was
+    told and every later page tried to start an interpreter again, for ever. Now a failed start counts as a death
+    and the suspension stops the attempts."""
+    from gateway.sync import prepare
+
+    recipe, mappings, archived = _one_page()
+    preparer = ProcessPreparer(1)
+    try:
+        lease = preparer.lease()
+        assert lease is not None
+        lease.workers[0].process.kill()
+        lease.workers[0].process.wait(timeout=10)
+        ticket = lease.submit(recipe, mappings.root, mappings.content_digest, archived)
+        lease.resolve(ticket, lambda: prepare_records(archived, normalize=lambda r: [], valuer=mappings))
+        assert lease.workers[0].dead
+        attempts: list[int] = []
+
+        def no_process(*args: Any, **kwargs: Any) -> Any:
+            attempts.append(1)
+            raise OSError(11, "Resource temporarily unavailable")
+
+        monkeypatch.setattr(prepare.subprocess, "Popen", no_process)
+        for _ in range(10):
+            ticket = lease.submit(recipe, mappings.root, mappings.content_digest, archived)
+            assert ticket.worker is None
+            lease.resolve(ticket, PreparedPage)
+        assert preparer.suspended() is not None
+        assert len(attempts) == ProcessPreparer.MAX_DEATHS - 1
+        lease.release()
+    finally:
+        preparer.close()
+

@@ -391,7 +391,11 @@ class Lease:
                 if suspended:
                     return Ticket(None, suspended)
                 worker.close()
-                fresh = self.workers[index] = _Worker()
+                try:
+                    fresh = self.workers[index] = _Worker()
+                except Exception:  # one that cannot start: a death too (the dead one it replaces is counted)
+                    self._preparer.worker_died()
+                    raise
                 self._preparer.adopt(fresh, replacing=worker)
                 worker = fresh
             worker.send(blob)
