@@ -346,3 +346,38 @@ def test_a_worker_that_cannot_be_started_again_counts_towards_the_suspension(
     finally:
         preparer.close()
 
+
+def test_a_suspension_is_told_once_not_once_per_second_left(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A lease taken before the suspension gives its dead worker's pages to the engine with the suspension as the
+    reason; the reason carried the seconds left, so warn_once told it again at every new second (and filled its
+    set of reasons, which then forgot the others): up to 300 warnings for what the commit said is told once."""
+    from gateway.sync import prepare
+
+    recipe, mappings, archived = _one_page()
+    preparer = ProcessPreparer(1)
+    try:
+        lease = preparer.lease()
+        assert lease is not None
+        lease.workers[0].process.kill()
+        lease.workers[0].process.wait(timeout=10)
+        for _ in range(ProcessPreparer.MAX_DEATHS):
+            preparer.worker_died()
+        assert preparer.suspended() is not None
+        ticket = lease.submit(recipe, mappings.root, mappings.content_digest, archived)
+        lease.resolve(ticket, PreparedPage)  # the worker's death seen
+        now = [time.monotonic()]
+        monkeypatch.setattr(prepare.time, "monotonic", lambda: now[0])
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="kpigw.sync"):
+            for _ in range(20):
+                now[0] += 1.5
+                ticket = lease.submit(recipe, mappings.root, mappings.content_digest, archived)
+                assert ticket.worker is None
+                lease.resolve(ticket, PreparedPage)
+        told = [r for r in caplog.records if "instead of a worker" in r.getMessage()]
+        assert len(told) <= 1
+        lease.release()
+    finally:
+        preparer.close()

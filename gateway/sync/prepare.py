@@ -466,10 +466,9 @@ class ProcessPreparer:
 
     def suspended(self) -> str | None:
         """Why no worker is started now (the reason pages are prepared in the engine's process), or None."""
-        left = self._suspended_until - time.monotonic()
-        if left <= 0:
-            return None
-        return f"worker processes suspended for {left:.0f} s more: {self.MAX_DEATHS} died in a row"
+        if self._suspended_until - time.monotonic() <= 0:
+            return None  # the reason below is fixed text: warn_once tells it once, not at every second left
+        return f"worker processes suspended for {self.SUSPEND_SECONDS:.0f} s: {self.MAX_DEATHS} died in a row"
 
     def worker_died(self) -> None:
         with self._lock:
