@@ -381,3 +381,51 @@ def test_a_suspension_is_told_once_not_once_per_second_left(
         lease.release()
     finally:
         preparer.close()
+
+
+def test_a_page_with_values_that_are_not_plain_json_crosses_pickled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(Review of session 5.) Records of a connector that says its payloads are plain JSON cross as their archived
+    JSON. Since the archive keeps ``str()`` of a value JSON cannot hold (a Decimal, a datetime), such a record would
+    reach the worker as text while the engine's normalize sees the object; that page crosses pickled instead, and
+    the worker prepares exactly what the engine does."""
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from gateway.sync import prepare
+
+    mappings = load_mappings(ROOT / "mappings")
+    recipe = NormalizerRecipe(stream_normalizer, ({"docs": _normalize_config()}, "ioffice"), json_payloads=True)
+
+    def record(i: int, extra: Any) -> SourceRecord:
+        return SourceRecord("rest", "docs", f"r{i}", {"id": i, "agency": "SKHCN", "unit": "VP", "status": "done",
+                                                      "subject": f"Văn bản {i}", "extra": extra})  # fmt: skip
+
+    plain = rec_store.encode_records([record(1, 1.5)])
+    odd = rec_store.encode_records([record(2, Decimal("1.50")), record(3, datetime(2026, 1, 2, tzinfo=UTC))])
+    assert plain[0].plain_json and not any(a.plain_json for a in odd)
+    assert odd[0].payload_json.endswith('"extra":"1.50"}')  # archived as its text, as before
+    sent: list[Any] = []
+    dumps = prepare.pickle.dumps
+
+    def spy(obj: Any, *args: Any, **kwargs: Any) -> bytes:
+        if isinstance(obj, prepare._Job):
+            sent.append(obj)
+        return dumps(obj, *args, **kwargs)
+
+    monkeypatch.setattr(prepare.pickle, "dumps", spy)
+    preparer = ProcessPreparer(1)
+    try:
+        lease = preparer.lease()
+        assert lease is not None and mappings.root is not None and mappings.content_digest is not None
+        for page in (plain, odd):
+            ticket = lease.submit(PackedRecipe.pack(recipe), mappings.root, mappings.content_digest, page)
+            there, by_worker = lease.resolve(ticket, lambda: pytest.fail("the worker declined the page"))
+            here = prepare_records(page, normalize=recipe.build(*recipe.args), valuer=mappings)
+            assert by_worker and there.item_rows == here.item_rows
+        lease.release()
+    finally:
+        preparer.close()
+    assert [bool(job.as_json) for job in sent] == [True, False]
+    assert [a.record.payload["extra"] for a in sent[1].archived] == [Decimal("1.50"), datetime(2026, 1, 2, tzinfo=UTC)]

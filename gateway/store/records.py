@@ -33,8 +33,23 @@ def encode_payload(payload: Any) -> tuple[str, str]:
     The archive keeps the source's order so that re-mapping from it (``kpigw remap``, quarantine replays) hands
     a normalizer exactly the record a live sync handed it: a field map that stringifies a whole object saw
     sorted keys there before. Records archived before kept their sorted JSON; the hash is the same either way."""
+    payload_json, digest, _plain = _encode(payload)
+    return payload_json, digest
+
+
+def _encode(payload: Any) -> tuple[str, str, bool]:
+    """:func:`encode_payload`, and whether the JSON decodes back to the payload itself: False when a value JSON
+    has no type for (a parser's datetime, Decimal, dataclass, a str subclass) was written as its text."""
     digest = hashlib.blake2b(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS, default=str), digest_size=16)
-    return orjson.dumps(payload, default=str).decode(), digest.hexdigest()
+    try:
+        return orjson.dumps(payload, option=_NO_TEXT_FOR_OBJECTS).decode(), digest.hexdigest(), True
+    except TypeError:
+        return orjson.dumps(payload, default=str).decode(), digest.hexdigest(), False
+
+
+# orjson writes these natively; passed through to ``default`` (none here), they raise instead.
+_NO_TEXT_FOR_OBJECTS = (orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+                        | orjson.OPT_PASSTHROUGH_SUBCLASS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +57,10 @@ class ArchivedRecord:
     record: SourceRecord
     payload_json: str
     content_hash: str
+    plain_json: bool = True  # payload_json decodes to the payload itself (see prepare's records crossing as JSON)
 
     def __reduce__(self) -> tuple[Any, ...]:  # positional: pickles in C (see SourceRecord.__reduce__)
-        return ArchivedRecord, (self.record, self.payload_json, self.content_hash)
+        return ArchivedRecord, (self.record, self.payload_json, self.content_hash, self.plain_json)
 
 
 _RAW_COLUMNS = ("source", "stream", "record_key", "content_hash", "payload", "fetched_at", "run_id")
@@ -53,7 +69,7 @@ _RAW_COLUMNS = ("source", "stream", "record_key", "content_hash", "payload", "fe
 def encode_records(records: Sequence[SourceRecord]) -> list[ArchivedRecord]:
     """Each record with its JSON and content hash (:func:`encode_payload`); pure, so the engine runs it off the
     store's thread."""
-    return [ArchivedRecord(rec, *encode_payload(rec.payload)) for rec in records]
+    return [ArchivedRecord(rec, *_encode(rec.payload)) for rec in records]
 
 
 def archive(

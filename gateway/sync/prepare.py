@@ -371,9 +371,10 @@ class Lease:
                archived: Sequence[rec_store.ArchivedRecord]) -> Ticket:  # fmt: skip
         job = _Job(recipe.key, recipe.blob, str(mappings_root), mappings_digest)
         try:
-            if recipe.json_payloads:
+            if recipe.json_payloads and all(a.plain_json for a in archived):
                 # The archived JSON keeps the source's key order (a field map that stringifies an object sees the
-                # order the engine's normalize sees), so it is the payload too, decoded in the worker.
+                # order the engine's normalize sees), so it is the payload too, decoded in the worker. A page with
+                # a value that is not plain JSON (a connector that says json_payloads wrongly) crosses pickled.
                 as_json = [(a.record.source, a.record.stream, a.record.key, a.record.cursor_value, a.payload_json,
                             a.content_hash) for a in archived]  # fmt: skip
                 job = dataclasses.replace(job, as_json=as_json)
