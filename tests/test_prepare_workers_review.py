@@ -429,3 +429,44 @@ def test_a_page_with_values_that_are_not_plain_json_crosses_pickled(
         preparer.close()
     assert [bool(job.as_json) for job in sent] == [True, False]
     assert [a.record.payload["extra"] for a in sent[1].archived] == [Decimal("1.50"), datetime(2026, 1, 2, tzinfo=UTC)]
+
+
+def test_workers_that_cannot_start_at_lease_suspend_the_pool_and_declines_reset_the_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """(Review notes of session 5.) A worker that does not even start when a stream run leases the pool counts as
+    a death, so a machine that cannot start one stops trying after three runs; and an answer from a live worker,
+    even one declining its page, ends a run of deaths."""
+    from gateway.sync import prepare
+
+    attempts: list[int] = []
+
+    def cannot_start(self: Any) -> None:
+        attempts.append(1)
+        raise OSError("no processes left")
+
+    preparer = ProcessPreparer(1)
+    monkeypatch.setattr(prepare._Worker, "__init__", cannot_start)
+    for _ in range(ProcessPreparer.MAX_DEATHS + 3):
+        assert preparer.lease() is None
+    assert len(attempts) == ProcessPreparer.MAX_DEATHS and preparer.suspended() is not None
+
+    monkeypatch.undo()
+    mappings = load_mappings(ROOT / "mappings")
+    recipe = NormalizerRecipe(stream_normalizer, ({"docs": _normalize_config()}, "ioffice"), json_payloads=True)
+    page = rec_store.encode_records([SourceRecord("rest", "docs", "r1", {"id": 1, "agency": "SKHCN"})])
+    alive = ProcessPreparer(1)
+    try:
+        lease = alive.lease()
+        assert lease is not None and mappings.root is not None
+        for _ in range(ProcessPreparer.MAX_DEATHS - 1):
+            alive.worker_died()
+        ticket = lease.submit(PackedRecipe.pack(recipe), mappings.root, "not-the-files-digest", page)
+        _, by_worker = lease.resolve(ticket, lambda: prepare_records(page, normalize=recipe.build(*recipe.args),
+                                                                     valuer=mappings))  # fmt: skip
+        assert not by_worker  # declined: the mapping files are not the ones named
+        alive.worker_died()
+        assert alive.suspended() is None  # the decline came from a live worker: the run of deaths had ended
+        lease.release()
+    finally:
+        alive.close()

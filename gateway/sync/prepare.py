@@ -414,8 +414,9 @@ class Lease:
             except (EOFError, OSError) as exc:  # the worker died, perhaps halfway through its answer
                 self._died(ticket.worker)
                 answer = _Declined(f"the worker process ended ({type(exc).__name__})")
-            if isinstance(answer, PreparedPage):
+            else:  # a live worker, whether it prepared the page or declined it (mapping files changed, ...)
                 self._preparer.worker_answered()
+            if isinstance(answer, PreparedPage):
                 return answer, True
             reason = answer.reason
         self._preparer.warn_once(reason or "declined")
@@ -445,10 +446,11 @@ class ProcessPreparer:
     use and kept. A stream run leases the idle ones (:meth:`lease`); a run that finds none idle, because
     other syncs hold them, prepares its pages in the engine's process, as without workers.
 
-    Workers that keep dying are not started again for ever: after :data:`MAX_DEATHS` deaths in a row with no
-    page answered in between (a worker that cannot import the project, one killed by a memory limit at each
-    page), the pool is suspended for :data:`SUSPEND_SECONDS`, pages are prepared in the engine's process, and
-    the log says why once. Before this, each such page cost a new interpreter and a failed hand-over."""
+    Workers that keep dying are not started again for ever: after :data:`MAX_DEATHS` deaths in a row (a worker
+    that does not start counts as one) with no page answered or declined by a live worker in between (a worker
+    that cannot import the project, one killed by a memory limit at each page), the pool is suspended for
+    :data:`SUSPEND_SECONDS`, pages are prepared in the engine's process, and the log says why once. Before
+    this, each such page cost a new interpreter and a failed hand-over."""
 
     MAX_DEATHS = 3
     SUSPEND_SECONDS = 300.0
@@ -504,6 +506,7 @@ class ProcessPreparer:
             with self._lock:
                 self._started -= missing
             self.warn_once(f"a worker process could not start: {type(exc).__name__}: {exc}")
+            self.worker_died()  # one that never started counts as one that died: enough of them suspend the pool
         return Lease(self, taken) if taken else None
 
     def adopt(self, worker: _Worker, replacing: _Worker) -> None:
