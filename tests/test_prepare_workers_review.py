@@ -21,7 +21,7 @@ from gateway.mapping import mappingset
 from gateway.mapping.mappingset import load_mappings
 from gateway.store import records as rec_store
 from gateway.sync.engine import SyncEngine
-from gateway.sync.prepare import PackedRecipe, PreparedPage, ProcessPreparer, prepare_records
+from gateway.sync.prepare import Lease, PackedRecipe, PreparedPage, ProcessPreparer, prepare_records
 from gateway.types import SourceRecord
 from tests.conftest import ROOT, write_eoffice_source
 from tests.test_prepare_workers import _engine, _prepared, _runtime, _stored, _sync, _Wrapped
@@ -310,6 +310,15 @@ def _one_page() -> tuple[PackedRecipe, Any, list[rec_store.ArchivedRecord]]:
     return PackedRecipe.pack(recipe), mappings, rec_store.encode_records(records)
 
 
+def _lease_with_a_dead_worker(preparer: ProcessPreparer) -> Lease:
+    """A lease of ``preparer``'s one worker, killed (not yet seen dead by the lease)."""
+    lease = preparer.lease()
+    assert lease is not None
+    lease.workers[0].process.kill()
+    lease.workers[0].process.wait(timeout=10)
+    return lease
+
+
 def test_a_worker_that_cannot_be_started_again_counts_towards_the_suspension(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -322,10 +331,7 @@ def test_a_worker_that_cannot_be_started_again_counts_towards_the_suspension(
     recipe, mappings, archived = _one_page()
     preparer = ProcessPreparer(1)
     try:
-        lease = preparer.lease()
-        assert lease is not None
-        lease.workers[0].process.kill()
-        lease.workers[0].process.wait(timeout=10)
+        lease = _lease_with_a_dead_worker(preparer)
         ticket = lease.submit(recipe, mappings.root, mappings.content_digest, archived)
         lease.resolve(ticket, lambda: prepare_records(archived, normalize=lambda r: [], valuer=mappings))
         assert lease.workers[0].dead
@@ -358,10 +364,7 @@ def test_a_suspension_is_told_once_not_once_per_second_left(
     recipe, mappings, archived = _one_page()
     preparer = ProcessPreparer(1)
     try:
-        lease = preparer.lease()
-        assert lease is not None
-        lease.workers[0].process.kill()
-        lease.workers[0].process.wait(timeout=10)
+        lease = _lease_with_a_dead_worker(preparer)
         for _ in range(ProcessPreparer.MAX_DEATHS):
             preparer.worker_died()
         assert preparer.suspended() is not None
@@ -452,18 +455,15 @@ def test_workers_that_cannot_start_at_lease_suspend_the_pool_and_declines_reset_
     assert len(attempts) == ProcessPreparer.MAX_DEATHS and preparer.suspended() is not None
 
     monkeypatch.undo()
-    mappings = load_mappings(ROOT / "mappings")
-    recipe = NormalizerRecipe(stream_normalizer, ({"docs": _normalize_config()}, "ioffice"), json_payloads=True)
-    page = rec_store.encode_records([SourceRecord("rest", "docs", "r1", {"id": 1, "agency": "SKHCN"})])
+    recipe, mappings, page = _one_page()
     alive = ProcessPreparer(1)
     try:
         lease = alive.lease()
-        assert lease is not None and mappings.root is not None
+        assert lease is not None
         for _ in range(ProcessPreparer.MAX_DEATHS - 1):
             alive.worker_died()
-        ticket = lease.submit(PackedRecipe.pack(recipe), mappings.root, "not-the-files-digest", page)
-        _, by_worker = lease.resolve(ticket, lambda: prepare_records(page, normalize=recipe.build(*recipe.args),
-                                                                     valuer=mappings))  # fmt: skip
+        ticket = lease.submit(recipe, mappings.root, "not-the-files-digest", page)
+        _, by_worker = lease.resolve(ticket, lambda: prepare_records(page, normalize=lambda r: [], valuer=mappings))
         assert not by_worker  # declined: the mapping files are not the ones named
         alive.worker_died()
         assert alive.suspended() is None  # the decline came from a live worker: the run of deaths had ended

@@ -325,8 +325,7 @@ def _summary_page(conn: Connection, mappings: MappingSet, caller: Principal, *, 
                   agency: str | None, unit: str | None, person: str | None, mark: list[Any] | None,
                   size: int, frozen: FrozenFor | None = None, version: Version | None = None) -> Cached:  # fmt: skip
     groups = summarize(conn, scope=caller.scope, group_by=group_by, period=period, policy_for=policy_for(mappings),
-                       agency=agency, unit=unit, person=person,
-                       **({"frozen_for": frozen} if frozen is not None else {}))  # fmt: skip
+                       agency=agency, unit=unit, person=person, frozen_for=frozen)  # fmt: skip
     keys = ("agency", "unit", "person_id")
     if mark is not None:
         groups = [g for g in groups if [g.get(k) or "" for k in keys if k in g] > mark]

@@ -188,10 +188,11 @@ def _frozen(conn: Connection, agency: str, months: list[str]) -> dict[str, dict[
 
 def summarize(conn: Connection, *, scope: Scope, group_by: str, period: str, policy_for: PolicyFor,
               agency: str | None = None, unit: str | None = None, person: str | None = None,
-              frozen_for: FrozenFor = _frozen) -> list[dict[str, Any]]:  # fmt: skip
+              frozen_for: FrozenFor | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """One summary per group, sorted by group key. ``policy_for(agency)`` gives the current policy summary;
     ``frozen_for(conn, agency, months)`` the policies frozen at the closure of those of ``months`` that are
-    closed (read from the store unless the caller knows them)."""
+    closed (read from the store unless the caller keeps them)."""
+    frozen_of = frozen_for or _frozen
     keys = GROUPS[group_by]
     months = months_of(period)
     rows, exempt_rows = _aggregate(conn, scope=scope, keys=keys, months=months,
@@ -202,7 +203,7 @@ def summarize(conn: Connection, *, scope: Scope, group_by: str, period: str, pol
     def policy(agency_code: str, month: str) -> dict[str, Any]:
         if (agency_code, month) not in policies:
             if agency_code not in frozen:
-                frozen[agency_code] = frozen_for(conn, agency_code, months)
+                frozen[agency_code] = frozen_of(conn, agency_code, months)
             policies[(agency_code, month)] = frozen[agency_code].get(month) or policy_for(agency_code)
         return policies[(agency_code, month)]
 

@@ -464,7 +464,7 @@ class ProcessPreparer:
         self._started = 0
         self._lock = threading.Lock()
         self._warned: set[str] = set()
-        self._deaths = 0  # in a row, with no page answered since
+        self._deaths = 0  # in a row, with no answer (a page or a decline) from a live worker since
         self._suspended_until = 0.0  # time.monotonic()
 
     def suspended(self) -> str | None:
