@@ -14,6 +14,7 @@ OpenAPI contract is the one the models describe, and return a pre-built ``Respon
 from __future__ import annotations
 
 import base64
+import logging
 import re
 from collections.abc import Callable, Hashable, Mapping
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 
 from gateway.api import audit
 from gateway.api.cache import Cached, ResponseCache, Version, store_version
@@ -44,6 +46,7 @@ from gateway.types import VN_TZ
 
 MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
 Status = Literal["assigned", "completed", "open", "on_time", "late", "exempt", "failed_review", "delayed"]
+log = logging.getLogger("kpigw.api")
 router = APIRouter(prefix="/v1", responses=problem_responses(400, 401, 403, 422, 429))
 
 
@@ -104,8 +107,20 @@ async def _read(request: Request, work: Callable[[Connection], Response]) -> Res
     runtime: Runtime = request.app.state.runtime
 
     def run() -> Response:
+        try:
+            with runtime.db.connect() as conn:
+                return work(one_snapshot(conn))  # the store version of a cache key and the data: one snapshot
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+        # The connection died under the read (a server restart, a terminated backend) after the checkout found
+        # it alive. The read runs once more on a new one rather than answer 500, as the client would only ask
+        # again. A read in a transaction left nothing behind; an autocommit audit entry (a cache hit's check,
+        # the feed's) may have committed before the socket closed, so the log may hold one entry more than
+        # the reads served, never one fewer.
+        log.warning("a store connection died during a read; reading again on a new connection")
         with runtime.db.connect() as conn:
-            return work(one_snapshot(conn))  # the store version of a cache key and the data: one snapshot
+            return work(one_snapshot(conn))
 
     return await anyio.to_thread.run_sync(run, limiter=_read_limiter(request))
 
