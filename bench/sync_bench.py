@@ -203,6 +203,7 @@ def main() -> None:
             "prepare_workers_peak_rss_mb": [round(r, 1) for r in workers_rss if r is not None],
             "facts": facts,
             "raw_archived": raw,
+            "store_path": None if args.postgres else str(tmp / "bench.db"),  # kept: bench/floors.py store-write
             "peak_rss_mb": round(rss_mb(), 1),
             "rss_at_25pct_mb": round(quarter, 1) if quarter else None,
             "rss_at_end_mb": round(samples[-1], 1) if samples else None,
