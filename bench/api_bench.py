@@ -126,8 +126,8 @@ def app_factory() -> object:
     return app
 
 
-def serve_one(port: int) -> None:
-    """One API process on its own ``SO_REUSEPORT`` socket (see ``--balance``)."""
+def serve_one(port: int, app: Any = app_factory, *, factory: bool = True) -> None:
+    """One API process (or ``app``) on its own ``SO_REUSEPORT`` socket (see ``--balance``)."""
     import socket
 
     import uvicorn
@@ -136,7 +136,7 @@ def serve_one(port: int) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind(("127.0.0.1", port))
-    config = uvicorn.Config(app_factory, factory=True, log_level="warning", access_log=False)
+    config = uvicorn.Config(app, factory=factory, log_level="warning", access_log=False)
     uvicorn.Server(config).run(sockets=[sock])
 
 

@@ -11,8 +11,9 @@ cost, so ``1e6 / wall_us_per_record`` bounds any sync into one SQLite file on th
 writer). Variants drop what a leaner schema might drop: the change-feed snapshots, and the raw archive with the
 work items.
 
-``feed`` serves the change feed's URLs (those of ``api_bench.py``) from a bare ASGI app in uvicorn, with no
-framework, authentication, rate limit, audit entry or middleware, to the same 50 ``wrk`` clients:
+``feed`` serves the change feed's URLs (those of ``api_bench.py``) from a bare ASGI app in uvicorn (one process per
+worker on its own ``SO_REUSEPORT`` socket, as ``api_bench.py`` runs the API), with no framework, authentication,
+rate limit, audit entry or middleware, to the same 50 ``wrk`` clients:
 
 - ``rows``: the API's own ``list_changes`` and ``orjson`` body, on the gateway's engine;
 - ``snapshots``: only the stored fact snapshots, read with psycopg and joined: the least any server that keeps
@@ -157,9 +158,9 @@ def feed(url: str, mode: str, clients: int, seconds: float, workers: int, port: 
     with psycopg.connect(url) as conn:
         (changes,) = conn.execute("SELECT count(*) FROM fact_change").fetchone() or (0,)
     env = {**os.environ, "KPIGW_FLOOR_MODE": mode, "KPIGW_FLOOR_DB": url}
-    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "bench.floors:feed_app", "--port", str(port),
-                               "--workers", str(workers), "--loop", "uvloop", "--http", "httptools",
-                               "--no-access-log", "--log-level", "warning"], cwd=ROOT, env=env)  # fmt: skip
+    # one process per worker on its own SO_REUSEPORT socket, as api_bench.py runs the API
+    servers = [subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "serve-feed", "--port", str(port)],
+                                cwd=ROOT, env=env) for _ in range(workers)]  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -171,10 +172,12 @@ def feed(url: str, mode: str, clients: int, seconds: float, workers: int, port: 
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
+        time.sleep(1.0)  # every process listening, not only the first
         figures = run_kind_wrk(base, "unused", "change_feed", clients, seconds, changes)
     finally:
-        server.terminate()
-        server.wait(10)
+        for server in servers:
+            server.terminate()
+            server.wait(10)
     return {"mode": mode, "changes": changes, "clients": clients, "workers": workers, **figures}
 
 
@@ -192,7 +195,14 @@ def main() -> None:
     api.add_argument("--seconds", type=float, default=15)
     api.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     api.add_argument("--port", type=int, default=8766)
+    serve = sub.add_parser("serve-feed", help=argparse.SUPPRESS)
+    serve.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
+    if args.floor == "serve-feed":
+        from bench.api_bench import serve_one
+
+        serve_one(args.port, feed_app, factory=False)
+        return
     results = []
     if args.floor == "store-write":
         for variant in args.variants.split(","):
