@@ -24,6 +24,7 @@ from gateway.store.models import RawRecord
 from gateway.store.periods import get_closure, list_corrections
 
 MAX_PAGE = 1000
+MAX_ROW_ID = 2**63 - 1  # row ids and change numbers are 64-bit integers on every backend
 RAW = RawRecord.__table__  # type: ignore[attr-defined]
 STATUSES = ("assigned", "completed", "open", "on_time", "late", "exempt", "failed_review", "delayed")
 
@@ -43,7 +44,7 @@ def decode_token(token: str, kind: str = "id") -> int:
         if found != kind:
             raise ValueError(found)
         number = int(value)
-        if number < 0:
+        if not 0 <= number <= MAX_ROW_ID:  # beyond it the driver refuses the bound value: a 500, not a 400
             raise ValueError(value)
         return number
     except (ValueError, UnicodeDecodeError) as exc:

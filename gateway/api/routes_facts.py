@@ -268,7 +268,8 @@ def _after_group(token: str) -> list[Any]:
         key = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
     except (ValueError, orjson.JSONDecodeError) as exc:
         raise BadPageToken("the page token is not one this API issued; start without one") from exc
-    if not isinstance(key, list):
+    if not isinstance(key, list) or not all(part is None or isinstance(part, str) for part in key):
+        # a group key is text (or null): anything else would meet the groups' text in a comparison (TypeError)
         raise BadPageToken("the page token is not one this API issued; start without one")
     return key
 
