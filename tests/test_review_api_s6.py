@@ -51,3 +51,13 @@ def test_hand_made_page_tokens_are_problems_not_500(api: Api) -> None:
     rest = api.get("/v1/summaries", key, period="2026-01", group_by="person", after=first["next"]).json()
     assert len(first["items"]) + len(rest["items"]) == 4 + 3
     assert orjson.loads(base64.urlsafe_b64decode(first["next"] + "==")) == ["SKHCN", "SKHCN.VP", "P1"]
+
+
+def test_changed_since_at_the_edge_of_the_calendar_is_not_a_500(api: Api) -> None:
+    key = new_key(api.runtime, "province", ["*"], ("read_facts",))
+    for moment in ("0001-01-01T00:00:00", "0001-01-01T03:00:00+05:00", "9999-12-31T23:00:00-05:00"):
+        r = api.get("/v1/facts", key, changed_since=moment)
+        assert r.status_code in (200, 422), (moment, r.status_code, r.text)
+        assert r.status_code == 200 or r.headers["content-type"] == "application/problem+json"
+    assert len(api.get("/v1/facts", key, changed_since="0001-01-02T00:00:00").json()["items"]) == 9
+    assert api.get("/v1/facts", key, changed_since="9999-12-30T00:00:00").json()["items"] == []
