@@ -2,18 +2,22 @@
 
 - a hand-made page token (a number past any row id, a summary token with other than text in it) or a
   ``changed_since`` at the edge of the calendar is a 400 or 422 problem, never a 500;
+- a fact moving to another agency leaves the first agency's change feed (a retraction there) and its history
+  shows a caller only the versions filed under the caller's agencies;
 """
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
-from tests.api_support import Api, fact, make_runtime, new_key, put, serve
+from tests.api_support import NOW, Api, fact, make_runtime, new_key, put, serve
 
 
 def _token(text: str) -> str:
@@ -61,3 +65,46 @@ def test_changed_since_at_the_edge_of_the_calendar_is_not_a_500(api: Api) -> Non
         assert r.status_code == 200 or r.headers["content-type"] == "application/problem+json"
     assert len(api.get("/v1/facts", key, changed_since="0001-01-02T00:00:00").json()["items"]) == 9
     assert api.get("/v1/facts", key, changed_since="9999-12-30T00:00:00").json()["items"] == []
+
+
+def _mirror(api: Api, key: str, token: str | None = None) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """What a follower of the change feed holds (fact_key -> latest snapshot, retracted ones too), its token."""
+    mirror: dict[str, dict[str, Any]] = {}
+    while True:
+        page = api.get("/v1/facts/changes", key, limit=3, **({"after": token} if token else {})).json()
+        for change in page["items"]:
+            mirror[change["fact_key"]] = change["fact"]
+        token = page["next"]
+        if not page["has_more"]:
+            return mirror, token
+
+
+def _active(mirror: dict[str, dict[str, Any]]) -> set[str]:
+    return {key for key, snap in mirror.items() if snap["state"] == "active"}
+
+
+def test_a_fact_moving_to_another_agency_leaves_the_first_agencys_feed_and_history(api: Api) -> None:
+    """A one-stop dossier keeps its key (``dossier:{DocCode}``) while its processing organ, hence its fact's
+    agency, changes: the first agency's followers must see the fact go, the second's must not read the first's
+    versions of it."""
+    skhcn, snv = new_key(api.runtime, "skhcn-app", ["SKHCN"]), new_key(api.runtime, "snv-app", ["SNV"])
+    mirror, token = _mirror(api, skhcn)
+    moved = fact(0, agency="SNV", unit="SNV.TCCB", item_key="SKHCN:doc0", record="SKHCN-0")
+    assert put(api.runtime, [moved], now=NOW + timedelta(hours=1)).updated == 1
+    listed = {f["fact_key"] for f in api.get("/v1/facts", skhcn, limit=1000).json()["items"]}
+    assert listed == {f"SKHCN:doc{n}|P{n % 4}|lead" for n in range(1, 6)}
+    assert _active(_mirror(api, skhcn)[0]) == listed  # a follower starting now
+    # the follower that had the fact sees it leave its agencies
+    page = api.get("/v1/facts/changes", skhcn, after=token).json()
+    assert [(c["fact_key"], c["fact"]["state"]) for c in page["items"]] == [("SKHCN:doc0|P0|lead", "retracted")]
+    mirror.update(_mirror(api, skhcn, token)[0])
+    assert _active(mirror) == listed
+    # SNV sees the fact as its own, without SKHCN's versions of it
+    fact_id = next(f["id"] for f in api.get("/v1/facts", snv).json()["items"] if f["item_key"] == "SKHCN:doc0")
+    detail = api.get(f"/v1/facts/{fact_id}", snv).json()
+    assert detail["fact"]["agency"] == "SNV"
+    assert {h["fact"]["agency"] for h in detail["history"]} == {"SNV"}
+    assert api.get(f"/v1/facts/{fact_id}", skhcn).status_code == 404
+    # a province-wide follower ends with the fact in SNV
+    everything, _ = _mirror(api, new_key(api.runtime, "province", ["*"]))
+    assert everything["SKHCN:doc0|P0|lead"]["agency"] == "SNV" and len(_active(everything)) == 9

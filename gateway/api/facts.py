@@ -130,7 +130,9 @@ def get_fact(conn: Connection, *, scope: Scope, fact_id: int, rule_source: Any =
     history = [
         {"seq": h.seq, "op": h.op, "version": h.version, "committed_at": h.committed_at.isoformat(),
          "fact": orjson.loads(h.snapshot)}
-        for h in conn.execute(select(CHANGE).where(CHANGE.c.fact_id == fact_id).order_by(CHANGE.c.seq))
+        # in scope like the feed: a fact that moved from another agency does not show that agency's versions
+        for h in conn.execute(select(CHANGE).where(CHANGE.c.fact_id == fact_id, scope.where(CHANGE.c.agency))
+                              .order_by(CHANGE.c.seq))
     ]  # fmt: skip
     raw_hash = (fact["lineage"].get("raw") or {}).get("content_hash")
     raw_stmt = select(RAW).where(RAW.c.source == fact["source"], RAW.c.stream == fact["stream"],
