@@ -4,6 +4,7 @@
   ``changed_since`` at the edge of the calendar is a 400 or 422 problem, never a 500;
 - a fact moving to another agency leaves the first agency's change feed (a retraction there) and its history
   shows a caller only the versions filed under the caller's agencies;
+- a NUL character in the path or query string is a 400 on both backends (a 500 on PostgreSQL before);
 """
 
 from __future__ import annotations
@@ -108,3 +109,22 @@ def test_a_fact_moving_to_another_agency_leaves_the_first_agencys_feed_and_histo
     # a province-wide follower ends with the fact in SNV
     everything, _ = _mirror(api, new_key(api.runtime, "province", ["*"]))
     assert everything["SKHCN:doc0|P0|lead"]["agency"] == "SNV" and len(_active(everything)) == 9
+
+
+def test_a_nul_character_in_the_path_or_query_is_a_400_on_every_backend(api: Api) -> None:
+    """PostgreSQL text cannot hold NUL: a code with one reached the driver and was a 500 on every route."""
+    key = new_key(api.runtime, "province", ["*"], ("read_facts", "admin"))
+    for path, params in (
+        ("/v1/facts", {"unit": "a\x00b"}), ("/v1/facts", {"agency": "SKHCN\x00"}),
+        ("/v1/facts/changes", {"agency": "\x00"}), ("/v1/summaries", {"period": "2026-01", "person": "P\x00"}),
+        ("/v1/corrections", {"agency": "a\x00"}), ("/v1/reopenings", {"agency": "a\x00"}),
+        ("/v1/periods", {"agency": "a\x00"}), ("/v1/periods/a%00b/2026-01", {}),
+        ("/v1/export", {"agency": "SKHCN", "unit": "a\x00", "period": "2026-01"}),
+        ("/v1/admin/audit", {"actor": "a\x00"}), ("/v1/admin/clients/a%00b/keys", {}),
+    ):  # fmt: skip
+        r = api.get(path, key, **params)
+        assert r.status_code == 400, (path, params, r.status_code, r.text)
+        assert r.headers["content-type"] == "application/problem+json"
+    r = api.http.post("/v1/periods/a%00b/2026-01/close", headers={"X-API-Key": key})
+    assert r.status_code == 400
+    assert api.get("/v1/facts", key, unit="a%00b").json()["items"] == []  # the text "%00" is not a NUL
