@@ -17,7 +17,10 @@ from typing import Any
 
 import orjson
 import pytest
+from sqlalchemy import func, select
 
+from gateway.mapping.explain import facts_as_of
+from gateway.store.facts import CHANGE
 from tests.api_support import NOW, Api, fact, make_runtime, new_key, put, serve
 
 
@@ -106,6 +109,10 @@ def test_a_fact_moving_to_another_agency_leaves_the_first_agencys_feed_and_histo
     assert detail["fact"]["agency"] == "SNV"
     assert {h["fact"]["agency"] for h in detail["history"]} == {"SNV"}
     assert api.get(f"/v1/facts/{fact_id}", skhcn).status_code == 404
+    # an agency's month as it stood after the move (kpigw remap's reference) no longer holds the fact
+    with api.runtime.db.connect() as conn:
+        last = conn.execute(select(func.max(CHANGE.c.seq))).scalar_one()
+        assert {f["fact_key"] for f in facts_as_of(conn, agency="SKHCN", period="2026-01", seq=last)} == listed
     # a province-wide follower ends with the fact in SNV
     everything, _ = _mirror(api, new_key(api.runtime, "province", ["*"]))
     assert everything["SKHCN:doc0|P0|lead"]["agency"] == "SNV" and len(_active(everything)) == 9
