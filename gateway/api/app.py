@@ -38,7 +38,8 @@ SANDBOX_WARNING = ("KPIGW_AUTH_MODE=open: the API serves every agency's facts WI
 
 
 class RequestLimits:
-    """Refuse oversized query strings (414) and bodies (413), counted as they stream in."""
+    """Refuse oversized query strings (414) and bodies (413), counted as they stream in, and NUL characters in
+    the path or query string (400)."""
 
     def __init__(self, app: ASGIApp, *, max_body: int) -> None:
         self.app, self.max_body = app, max_body
@@ -49,6 +50,11 @@ class RequestLimits:
             return
         if len(scope.get("query_string", b"")) > MAX_QUERY_BYTES:
             await problem(414, "URI too long", f"query strings are limited to {MAX_QUERY_BYTES} bytes")(
+                scope, receive, send)  # fmt: skip
+            return
+        if b"%00" in scope.get("query_string", b"") or "\x00" in scope.get("path", ""):
+            # PostgreSQL text cannot hold NUL: such a code reached the driver and was a 500 on every route
+            await problem(400, "Bad request", "the path or query string holds a NUL character (%00)")(
                 scope, receive, send)  # fmt: skip
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")

@@ -24,6 +24,7 @@ from gateway.store.models import RawRecord
 from gateway.store.periods import get_closure, list_corrections
 
 MAX_PAGE = 1000
+MAX_ROW_ID = 2**63 - 1  # row ids and change numbers are 64-bit integers on every backend
 RAW = RawRecord.__table__  # type: ignore[attr-defined]
 STATUSES = ("assigned", "completed", "open", "on_time", "late", "exempt", "failed_review", "delayed")
 
@@ -43,7 +44,7 @@ def decode_token(token: str, kind: str = "id") -> int:
         if found != kind:
             raise ValueError(found)
         number = int(value)
-        if number < 0:
+        if not 0 <= number <= MAX_ROW_ID:  # beyond it the driver refuses the bound value: a 500, not a 400
             raise ValueError(value)
         return number
     except (ValueError, UnicodeDecodeError) as exc:
@@ -129,7 +130,9 @@ def get_fact(conn: Connection, *, scope: Scope, fact_id: int, rule_source: Any =
     history = [
         {"seq": h.seq, "op": h.op, "version": h.version, "committed_at": h.committed_at.isoformat(),
          "fact": orjson.loads(h.snapshot)}
-        for h in conn.execute(select(CHANGE).where(CHANGE.c.fact_id == fact_id).order_by(CHANGE.c.seq))
+        # in scope like the feed: a fact that moved from another agency does not show that agency's versions
+        for h in conn.execute(select(CHANGE).where(CHANGE.c.fact_id == fact_id, scope.where(CHANGE.c.agency))
+                              .order_by(CHANGE.c.seq))
     ]  # fmt: skip
     raw_hash = (fact["lineage"].get("raw") or {}).get("content_hash")
     raw_stmt = select(RAW).where(RAW.c.source == fact["source"], RAW.c.stream == fact["stream"],

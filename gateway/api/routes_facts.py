@@ -174,6 +174,18 @@ def _check_agency(principal: Principal, agency: str | None) -> None:
         principal.require_agency(agency)
 
 
+def _moment(value: datetime, name: str) -> datetime:
+    """``value`` made aware (naive = Vietnam time), refused with a 422 when it has no UTC equivalent: the store
+    binds moments in UTC, and 0001-01-01 in Vietnam or 9999-12-31 west of Greenwich overflowed there (a 500)."""
+    moment = value if value.tzinfo else value.replace(tzinfo=VN_TZ)
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        raise ApiError(422, "Invalid request", f"query.{name}: {value.isoformat()} is outside the years 1-9999 "
+                       "in UTC") from None  # fmt: skip
+    return moment
+
+
 CODE = Annotated[str | None, Field(max_length=200)]  # an agency, unit, person, product or source code
 
 
@@ -198,8 +210,7 @@ class FactQuery(BaseModel):
 async def get_facts(request: Request, caller: HotReaderDep) -> Response:
     q = parse_query(FactQuery, request)
     _check_agency(caller, q.agency)
-    since = None if q.changed_since is None else (
-        q.changed_since if q.changed_since.tzinfo else q.changed_since.replace(tzinfo=VN_TZ))  # fmt: skip
+    since = None if q.changed_since is None else _moment(q.changed_since, "changed_since")
     filters = FactFilter(agency=q.agency, unit=q.unit, person=q.person, period=q.period, product=q.product,
                          source=q.source, status=q.status, state=None if q.state == "any" else q.state,
                          changed_since=since)  # fmt: skip
@@ -268,7 +279,8 @@ def _after_group(token: str) -> list[Any]:
         key = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
     except (ValueError, orjson.JSONDecodeError) as exc:
         raise BadPageToken("the page token is not one this API issued; start without one") from exc
-    if not isinstance(key, list):
+    if not isinstance(key, list) or not all(part is None or isinstance(part, str) for part in key):
+        # a group key is text (or null): anything else would meet the groups' text in a comparison (TypeError)
         raise BadPageToken("the page token is not one this API issued; start without one")
     return key
 

@@ -409,6 +409,15 @@ def _snapshot_text(parts: tuple[str, str], *, fact_id: int, version: int, seq: i
     return _SNAPSHOT_TEMPLATE % (fact_id, parts[0], version, seq, parts[1], updated_json)
 
 
+def _full_rows(conn: Connection, rows: Sequence[Any]) -> dict[str, dict[str, Any]]:
+    """fact_key -> every column of the stored fact, for ``rows`` (planned rows carrying an ``id``)."""
+    return {
+        r.fact_key: r._asdict()
+        for chunk in _chunks([r.id for r in rows])
+        for r in conn.execute(select(FACT).where(FACT.c.id.in_(chunk)))
+    }
+
+
 def write_facts(
     conn: Connection, *, origins: Iterable[Origin], facts: Sequence[Fact], now: datetime
 ) -> FactWriteResult:
@@ -460,27 +469,34 @@ def write_prepared(
         record(row, "insert", active_snapshot(row["fact_key"], next_id, 1))
         next_id += 1
         next_seq += 1
+
+    def retracted(full_row: dict[str, Any], version: int) -> dict[str, Any]:
+        row = {**full_row, "state": "retracted", "version": version, "change_seq": next_seq, "updated_at": now}
+        record(row, "retract", orjson.dumps(snapshot(row, lineage_as_fragment=True)).decode())
+        return row
+
+    # An active fact whose agency changes (a one-stop dossier keeps its key when its processing organ changes)
+    # leaves its first agency with a retraction there: the feed is read by agency, and followers scoped to the
+    # first one would otherwise keep it for ever (the update is filed under the new agency only).
+    leaving = [old for old, values in work.updates if old.state == "active" and old.agency != values["agency"]]
+    full = _full_rows(conn, [*work.retracts, *leaving])
+    moving = {old.fact_key for old in leaving}
     update_rows: list[dict[str, Any]] = []
     for old, values in work.updates:
         version = old.version + 1
+        if old.fact_key in moving:
+            retracted(full[old.fact_key], version)
+            next_seq += 1
+            version += 1
         row = {**values, "id": old.id, "fact_key": old.fact_key, "state": "active", "version": version,
                "change_seq": next_seq, "created_at": old.created_at, "updated_at": now}  # fmt: skip
         record(row, "update", active_snapshot(old.fact_key, old.id, version))
         next_seq += 1
         update_rows.append(row)
     retract_rows: list[dict[str, Any]] = []
-    if work.retracts:
-        full = {
-            r.fact_key: r._asdict()
-            for chunk in _chunks([r.id for r in work.retracts])
-            for r in conn.execute(select(FACT).where(FACT.c.id.in_(chunk)))
-        }
-        for old in work.retracts:
-            row = {**full[old.fact_key], "state": "retracted", "version": old.version + 1, "change_seq": next_seq,
-                   "updated_at": now}  # fmt: skip
-            record(row, "retract", orjson.dumps(snapshot(row, lineage_as_fragment=True)).decode())
-            next_seq += 1
-            retract_rows.append(row)
+    for old in work.retracts:
+        retract_rows.append(retracted(full[old.fact_key], old.version + 1))
+        next_seq += 1
 
     if work.inserts:
         fast_insert(conn, FACT, _FACT_COLUMNS, work.inserts)
