@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 
 from gateway.mapping.explain import facts_as_of
 from gateway.store.facts import CHANGE
-from tests.api_support import NOW, Api, fact, make_runtime, new_key, put, serve
+from tests.api_support import NOW, Api, close_month, fact, make_runtime, new_key, put, serve
 
 
 def _token(text: str) -> str:
@@ -135,3 +135,23 @@ def test_a_nul_character_in_the_path_or_query_is_a_400_on_every_backend(api: Api
     r = api.http.post("/v1/periods/a%00b/2026-01/close", headers={"X-API-Key": key})
     assert r.status_code == 400
     assert api.get("/v1/facts", key, unit="a%00b").json()["items"] == []  # the text "%00" is not a NUL
+
+
+def test_a_nul_character_in_a_json_body_is_a_422_on_every_backend(api: Api) -> None:
+    """The admin bodies' text (a client's name and agencies, a reopening's reason) reached PostgreSQL with a NUL
+    in it and was a 500 there; it is refused as the invalid value it is, naming the field."""
+    key = new_key(api.runtime, "province", ["*"], ("read_facts", "admin"))
+    headers = {"X-API-Key": key}
+    close_month(api.runtime, "2026-01")
+    for path, body, field in (
+        ("/v1/admin/clients", {"id": "nul-name", "name": "a\x00b", "agencies": ["SKHCN"], "roles": ["read_facts"]},
+         "name"),
+        ("/v1/admin/clients", {"id": "nul-agency", "name": "n", "agencies": ["SK\x00"], "roles": ["read_facts"]},
+         "agencies"),
+        ("/v1/periods/SKHCN/2026-01/reopen", {"reason": "late\x00 documents"}, "reason"),
+    ):  # fmt: skip
+        r = api.http.post(path, headers=headers, json=body)
+        assert r.status_code == 422, (path, r.status_code, r.text)
+        assert r.headers["content-type"] == "application/problem+json" and field in r.text
+    r = api.http.post("/v1/periods/SKHCN/2026-01/reopen", headers=headers, json={"reason": "late documents"})
+    assert r.status_code == 201, r.text  # the same request without the NUL

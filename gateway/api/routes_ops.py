@@ -15,6 +15,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from gateway.api.deps import AdminDep, ConnDep, RuntimeDep
 from gateway.api.problems import ApiError, problem_responses
+from gateway.api.schemas import Text
 from gateway.ops import Conflict, Invalid, NotFound, control, cursors, quarantine
 from gateway.runtime import Runtime
 from gateway.security import Forbidden, Principal
@@ -30,12 +31,12 @@ class _Body(BaseModel):
 
 
 class PauseIn(_Body):
-    reason: str | None = Field(default=None, max_length=500)
+    reason: Text | None = Field(default=None, max_length=500)
 
 
 class CursorResetIn(_Body):
     to: AwareDatetime | None = Field(description="the new cursor; null: back to each stream's configured start")
-    streams: list[str] = Field(default_factory=list, max_length=50, description="empty: every stream")
+    streams: list[Text] = Field(default_factory=list, max_length=50, description="empty: every stream")
 
 
 class ReplayIn(_Body):
@@ -45,7 +46,7 @@ class ReplayIn(_Body):
 
 
 class DiscardIn(_Body):
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Text = Field(min_length=1, max_length=2000)
 
 
 def _operator(caller: Principal) -> str:

@@ -1,10 +1,22 @@
-"""Response models: the OpenAPI contract of ``/v1``. Routes serialize with orjson; tests check conformance."""
+"""Request and response models: the OpenAPI contract of ``/v1``. Routes serialize with orjson; tests check
+conformance."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+"""Text a request body brings to the store: PostgreSQL text cannot hold NUL (it was a 500 there, and stored on
+SQLite), so it is refused as an invalid value (422), like the 400 for one in a path or query string."""
 
 _FACT_EXAMPLE: dict[str, Any] = {
     "id": 1042, "fact_key": "SKHCN:156/QĐ-SKHCN|P0012|drafter", "item_key": "SKHCN:156/QĐ-SKHCN",
@@ -125,7 +137,7 @@ class ClosureCheck(ClosureOut):
 
 class ReopenIn(BaseModel):
     model_config = _examples({"reason": "đóng kỳ sớm: còn văn bản tháng 1 chưa cập nhật"})
-    reason: str = Field(min_length=3, max_length=1000, description="why the month is reopened (kept with it)")
+    reason: Text = Field(min_length=3, max_length=1000, description="why the month is reopened (kept with it)")
 
 
 class ReopeningOut(BaseModel):
@@ -250,8 +262,8 @@ class ClientIn(BaseModel):
         {"id": "skhcn-frontend", "name": "KPI app of SKHCN", "agencies": ["SKHCN"], "roles": ["read_facts"]},
     ]})  # fmt: skip
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{1,62}$")
-    name: str = Field(min_length=1, max_length=200)
-    agencies: list[str] = Field(min_length=1, max_length=200, description='agency codes, or ["*"] for all')
+    name: Text = Field(min_length=1, max_length=200)
+    agencies: list[Text] = Field(min_length=1, max_length=200, description='agency codes, or ["*"] for all')
     roles: list[Literal["read_facts", "admin"]] = Field(min_length=1)
     rate_per_minute: int | None = Field(default=None, ge=1, le=1_000_000)
 
