@@ -139,23 +139,31 @@ class _CursorKeyset(_Guarded):
     def first(self) -> Params:
         return self._params()
 
+    def _moment(self, record: Mapping[str, Any]) -> Any:
+        """The record's cursor value, or None when it has none or it does not parse.
+
+        Such a record is the connector's to report (a ``RecordProblem``, quarantined); here it only cannot
+        move the bound. Raising would end the stream on every run at the same page, for one bad record."""
+        try:
+            return self._cursor_of(record)
+        except (ValueError, TypeError, OverflowError):
+            return None
+
     def fresh(self, records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-        return [
-            r for r in records if not (self._cursor_of(r) == self._bound and self._key_of(r) in self._seen_at_bound)
-        ]
+        return [r for r in records if not (self._moment(r) == self._bound and self._key_of(r) in self._seen_at_bound)]
 
     def next(self, doc: Any, records: Sequence[Mapping[str, Any]]) -> Params | None:
         if len(records) < self._cfg.size:
             return None
-        last = self._cursor_of(records[-1])
-        if last is None:
-            raise ProtocolError("keyset paging needs the cursor field on every record")
+        moments = [self._moment(r) for r in records]
+        # the page is sorted by the source's own values: the last readable one is a safe inclusive bound
+        last = next((m for m in reversed(moments) if m is not None), self._bound)
         if last != self._bound:
             self._bound, self._page = last, self._cfg.start
-            self._seen_at_bound = {self._key_of(r) for r in records if self._cursor_of(r) == last}
-        else:  # a whole page of one cursor value: walk the run by page number
+            self._seen_at_bound = {self._key_of(r) for r, m in zip(records, moments, strict=True) if m == last}
+        else:  # a whole page of one cursor value (or none readable): walk the run by page number
             self._page += 1
-            self._seen_at_bound.update(self._key_of(r) for r in records)
+            self._seen_at_bound.update(self._key_of(r) for r, m in zip(records, moments, strict=True) if m == last)
         return self._params()
 
 

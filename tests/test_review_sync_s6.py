@@ -1,0 +1,146 @@
+"""Review of the sync engine and the connectors (session 6): each test failed on the code before its fix.
+
+The sources here are small real HTTP servers on loopback (:func:`_tracker`), shaped like the assignment tracker
+of ``docs/connectors.md``: they filter by an inclusive lower bound on the update time, sort by it and page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from gateway.metrics import Metrics
+from gateway.retry import RetryPolicy
+from gateway.runtime import Runtime, build_runtime
+from gateway.settings import Settings
+from gateway.standins.server import RunningServer, serve_in_thread
+from gateway.types import VN_TZ
+from tests.conftest import ROOT
+from tests.spine_support import count, rows
+
+START = datetime(2026, 9, 1, 8, 0, tzinfo=VN_TZ)
+FORMAT = "%d/%m/%Y %H:%M:%S"
+
+
+@dataclass
+class Tracker:
+    """The source's rows: (the update time the source sorts and filters by, the JSON it sends for the row)."""
+
+    rows: list[tuple[datetime, dict[str, Any]]] = field(default_factory=list)
+    requests: list[dict[str, str]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+
+    def add(self, i: int, *, modified: datetime, shown: Any = None, **extra: Any) -> None:
+        row = {"uid": f"A{i:04d}", "agency": "SKHCN", "title": f"việc {i}", "assignee": "u1001",
+               "created": modified.strftime(FORMAT), "deadline": (modified + timedelta(days=5)).strftime(FORMAT),
+               "modified": modified.strftime(FORMAT) if shown is None else shown, **extra}  # fmt: skip
+        self.rows.append((modified, row))
+        self.rows.sort(key=lambda r: (r[0], r[1]["uid"]))
+
+
+def _tracker_app(tracker: Tracker) -> Starlette:
+    async def items(request: Request) -> JSONResponse:
+        params = dict(request.query_params)
+        tracker.requests.append(params)
+        tracker.headers.append(dict(request.headers))
+        since = datetime.strptime(params["since"], FORMAT).replace(tzinfo=VN_TZ)
+        page, size = int(params["page"]), int(params["size"])
+        selected = [row for moment, row in tracker.rows if moment >= since]
+        return JSONResponse({"code": "0", "items": selected[(page - 1) * size : page * size]})
+
+    return Starlette(routes=[Route("/v2/assignments", items)])
+
+
+@pytest.fixture
+def tracker() -> Iterator[tuple[Tracker, RunningServer]]:
+    state = Tracker()
+    with serve_in_thread(_tracker_app(state)) as server:
+        yield state, server
+
+
+def _source(directory: Path, url: str, *, size: int = 3, **overrides: Any) -> None:
+    source: dict[str, Any] = {
+        "name": "acme", "kind": "rest", "base_url": url, "id_system": "ioffice",
+        "auth": {"type": "api_key", "header": "X-Acme-Key", "api_key": "${ACME_KEY}"},
+        "envelope": {"status_path": "code", "success": ["0"]},
+        "streams": {"assignments": {
+            "path": "/v2/assignments", "records": "items", "key": "uid",
+            "paginator": {"type": "cursor_keyset", "page_param": "page", "size_param": "size", "size": size},
+            "cursor": {"field": "modified", "param": "since", "format": "dd/MM/yyyy HH:mm:ss", "lookback": "10m",
+                       "start": "01/01/2026 00:00:00", "sorted": True},
+            "normalize": {"kind": "task", "key": "task:{agency}:acme-{uid}", "agency": "agency", "title": "title",
+                          "received_at": {"path": "created", "format": "dd/MM/yyyy HH:mm:ss"},
+                          "due_at": {"path": "deadline", "format": "dd/MM/yyyy HH:mm:ss"},
+                          "participants": [{"role": "lead", "user": "assignee"}]},
+        }},
+    }  # fmt: skip
+    source.update(overrides)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "acme.yaml").write_text(yaml.safe_dump(source, allow_unicode=True, sort_keys=False), "utf-8")
+
+
+@pytest.fixture
+def make_runtime(tmp_path: Path) -> Iterator[Callable[..., Runtime]]:
+    built: list[Runtime] = []
+
+    def make(url: str, **overrides: Any) -> Runtime:
+        sources = tmp_path / "sources"
+        _source(sources, url, **overrides)
+        settings = Settings(database_url=f"sqlite:///{tmp_path}/store.db", sources_dir=sources,
+                            mappings_dir=ROOT / "mappings", scheduler=False, prepare_workers=0)  # fmt: skip
+        runtime = build_runtime(settings, retry=RetryPolicy.instant(), metrics=Metrics(),
+                                env={"ACME_KEY": "k-secret-123"})  # fmt: skip
+        built.append(runtime)
+        return runtime
+
+    yield make
+    for runtime in built:
+        runtime.close()
+
+
+def _sync(runtime: Runtime) -> Any:
+    connector = runtime.connector("acme")
+    try:
+        return runtime.sync.run(connector)
+    finally:
+        connector.close()
+
+
+# -- 1. keyset paging and a record whose cursor value does not parse ----------------------------------------
+
+
+def test_keyset_source_with_an_unreadable_cursor_value_quarantines_that_record_and_goes_on(
+    tracker: tuple[Tracker, RunningServer], make_runtime: Callable[..., Runtime]
+) -> None:
+    """A record whose update time the source formats badly is a bad record, not a broken stream.
+
+    Before: the keyset paginator parsed every record's cursor itself, so the ValueError of the bad one escaped
+    ``read`` and the engine (which handles only the gateway's errors): ``run`` raised, the run stayed
+    "running", and every later sync died on the same page, so nothing after it was ever read. Page-number
+    paging of the same data quarantined the record and went on. Both placements matter: inside a page and as
+    the last record of a full page (the one the next page's bound is taken from)."""
+    state, server = tracker
+    for i in range(8):
+        state.add(i, modified=START + timedelta(minutes=i), shown="31/02/2026 99:99:99" if i in (2, 5) else None)
+    runtime = make_runtime(server.url, size=3)
+    report = _sync(runtime)
+    assert report.outcome == "partial", report
+    db = runtime.db
+    archived = {r["record_key"] for r in rows(db, "SELECT record_key FROM raw_record")}
+    assert archived == {f"A{i:04d}" for i in range(8)} - {"A0002", "A0005"}
+    bad = rows(db, "SELECT record_key, stage, reason FROM quarantine WHERE status = 'open' ORDER BY record_key")
+    assert [(r["record_key"], r["stage"]) for r in bad] == [("A0002", "fetch"), ("A0005", "fetch")]
+    assert all("bad cursor value" in r["reason"] for r in bad)
+    cursor = rows(db, "SELECT value FROM cursor WHERE source = 'acme'")[0]["value"]
+    assert datetime.fromisoformat(cursor) == START + timedelta(minutes=7)
+    assert count(db, "SELECT count(*) FROM sync_run WHERE outcome = 'running'") == 0
