@@ -81,6 +81,7 @@ def _source(directory: Path, url: str, *, size: int = 3, **overrides: Any) -> No
             "normalize": {"kind": "task", "key": "task:{agency}:acme-{uid}", "agency": "agency", "title": "title",
                           "received_at": {"path": "created", "format": "dd/MM/yyyy HH:mm:ss"},
                           "due_at": {"path": "deadline", "format": "dd/MM/yyyy HH:mm:ss"},
+                          "done_at": {"path": "done", "format": "epoch"},
                           "participants": [{"role": "lead", "user": "assignee"}]},
         }},
     }  # fmt: skip
@@ -144,3 +145,25 @@ def test_keyset_source_with_an_unreadable_cursor_value_quarantines_that_record_a
     cursor = rows(db, "SELECT value FROM cursor WHERE source = 'acme'")[0]["value"]
     assert datetime.fromisoformat(cursor) == START + timedelta(minutes=7)
     assert count(db, "SELECT count(*) FROM sync_run WHERE outcome = 'running'") == 0
+
+
+# -- 2. epoch dates out of the platform's range -------------------------------------------------------------
+
+
+def test_an_epoch_date_out_of_range_is_a_bad_record_not_a_crash(
+    tracker: tuple[Tracker, RunningServer], make_runtime: Callable[..., Runtime]
+) -> None:
+    """``1e20`` (or ``inf``) in an epoch field: Python raises OverflowError or OSError there, not ValueError.
+
+    Before: neither the field map (which turns ValueError/TypeError/KeyError into a NormalizeError) nor the
+    cursor reader caught them, so the error escaped the engine: ``run`` raised and the stream never got past
+    the record. Now the date parser says ValueError, the record is quarantined and the sync goes on."""
+    state, server = tracker
+    for i in range(4):
+        state.add(i, modified=START + timedelta(minutes=i), done=1e20 if i == 1 else "inf" if i == 2 else None)
+    runtime = make_runtime(server.url)
+    report = _sync(runtime)
+    assert report.outcome == "partial", report
+    bad = rows(runtime.db, "SELECT record_key, stage FROM quarantine WHERE status = 'open' ORDER BY record_key")
+    assert [(r["record_key"], r["stage"]) for r in bad] == [("A0001", "normalize"), ("A0002", "normalize")]
+    assert count(runtime.db, "SELECT count(*) FROM work_item") == 2

@@ -158,7 +158,10 @@ def date_parser(fmt: str, *, end_of_day: bool = False) -> Callable[[Any], dateti
             if value in (None, ""):
                 return None
             seconds = float(value)
-            return datetime.fromtimestamp(seconds / 1000 if seconds > 1e11 else seconds, UTC)
+            try:
+                return datetime.fromtimestamp(seconds / 1000 if seconds > 1e11 else seconds, UTC)
+            except (OverflowError, OSError) as exc:  # out of the platform's range (1e20, inf): a bad value too
+                raise ValueError(f"epoch {value!r} is out of range") from exc
 
         return parse_epoch
     if fmt == "iso":
