@@ -167,3 +167,44 @@ def test_an_epoch_date_out_of_range_is_a_bad_record_not_a_crash(
     bad = rows(runtime.db, "SELECT record_key, stage FROM quarantine WHERE status = 'open' ORDER BY record_key")
     assert [(r["record_key"], r["stage"]) for r in bad] == [("A0001", "normalize"), ("A0002", "normalize")]
     assert count(runtime.db, "SELECT count(*) FROM work_item") == 2
+
+
+# -- 3. next links that point at another host --------------------------------------------------------------
+
+
+def _linked_app(seen: list[dict[str, str]], next_base: Callable[[], str]) -> Starlette:
+    """Pages of two records; ``next`` is an absolute URL built on ``next_base()`` (another host, or a downgrade
+    from https to http, as a misconfigured reverse proxy writes it)."""
+
+    async def linked(request: Request) -> JSONResponse:
+        seen.append(dict(request.headers))
+        start = int(request.query_params.get("from", "0"))
+        items = [{"uid": f"L{i}", "agency": "SKHCN", "modified": START.strftime(FORMAT)} for i in (start, start + 1)]
+        return JSONResponse({"code": "0", "items": items, "next": f"{next_base()}/v2/linked?from={start + 2}"})
+
+    return Starlette(routes=[Route("/v2/linked", linked)])
+
+
+def test_a_next_link_to_another_host_is_refused_before_credentials_go_there(
+    make_runtime: Callable[..., Runtime],
+) -> None:
+    """Before: a ``next_link`` URL was requested as it came, with the source's credentials applied, wherever it
+    pointed: the API key went to a host that is not the source (and would go in clear text after an
+    https -> http downgrade). ``gateway.http.fetch`` refuses exactly that for redirects. Now a next link must
+    have the source's scheme, host and port; any other is a ProtocolError and nothing is sent there."""
+    source_seen: list[dict[str, str]] = []
+    foreign_seen: list[dict[str, str]] = []
+    with serve_in_thread(_linked_app(foreign_seen, lambda: "http://127.0.0.1:9")) as foreign:
+        foreign_url = foreign.url
+        with serve_in_thread(_linked_app(source_seen, lambda: foreign_url)) as source:
+            streams = {"linked": {
+                "path": "/v2/linked", "records": "items", "key": "uid",
+                "paginator": {"type": "next_link", "next_path": "next"},
+                "normalize": {"kind": "task", "key": "task:{agency}:acme-{uid}", "agency": "agency"},
+            }}  # fmt: skip
+            runtime = make_runtime(source.url, streams=streams)
+            report = _sync(runtime)
+    assert foreign_seen == [], "the source's credentials were sent to another host"
+    assert source_seen and source_seen[0].get("x-acme-key") == "k-secret-123"
+    assert report.outcome == "failed" and report.streams[0].error_kind == "ProtocolError", report
+    assert "k-secret-123" not in (report.streams[0].error or "")
