@@ -208,3 +208,50 @@ def test_a_next_link_to_another_host_is_refused_before_credentials_go_there(
     assert source_seen and source_seen[0].get("x-acme-key") == "k-secret-123"
     assert report.outcome == "failed" and report.streams[0].error_kind == "ProtocolError", report
     assert "k-secret-123" not in (report.streams[0].error or "")
+
+
+# -- 4. secrets written in the source file ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("auth", "key"),
+    [
+        # connectors/auth_config.py: "secret and key_password are refused as literals"
+        ("{type: client_certificate, tls: {cert_file: c.pem, key_file: k.pem, key_password: hunter2}}",
+         "auth.tls.key_password"),
+        # gateway/yamlconf.py: "${ENV_VAR:-default} (non-secret defaults only)"
+        ('{type: basic, username: u, password: "${PW:-hunter2}"}', "auth.password"),
+    ],
+)  # fmt: skip
+def test_a_secret_written_in_a_rest_source_file_is_refused(tmp_path: Path, auth: str, key: str) -> None:
+    """Before: both loaded, the secret living in the file (the check knew neither key_password nor defaults)."""
+    from gateway.errors import ConfigError
+    from gateway.sources import load_source
+
+    path = tmp_path / "demo.yaml"
+    text = f"name: demo\nkind: rest\nbase_url: http://127.0.0.1:1\nid_system: x\nauth: {auth}\nstreams: {{}}\n"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_source(path, env={})
+    assert f"{path}:5:" in str(info.value) and key in str(info.value) and "hunter2" not in str(info.value)
+
+
+def test_a_soap_header_secret_field_written_in_the_file_is_refused(tmp_path: Path) -> None:
+    """``secret_fields`` of a SOAP header are "write them as ${ENV} / ${file:...}" (connectors/soap/config.py);
+    before, a literal ``Password: hunter2`` there loaded (its key is the service's element name, not a secret
+    key the check knew)."""
+    from gateway.errors import ConfigError
+    from gateway.sources import load_source
+
+    path = tmp_path / "hub.yaml"
+    path.write_text(
+        "name: hub\nkind: soap\nwsdl: hub.wsdl\nid_system: edxml\n"
+        "auth: {type: soap_header, namespace: 'http://tempuri.org/', element: AuthHeader,\n"
+        "       fields: {UserName: gw}, secret_fields: {Password: hunter2}}\nstreams: {}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_source(path, env={})
+    message = str(info.value)
+    assert "auth.secret_fields.Password" in message and "secrets may not be written" in message
+    assert "hunter2" not in message
