@@ -16,7 +16,7 @@ import pytest
 import yaml
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, RedirectResponse
 from starlette.routing import Route
 
 from gateway.metrics import Metrics
@@ -94,13 +94,13 @@ def _source(directory: Path, url: str, *, size: int = 3, **overrides: Any) -> No
 def make_runtime(tmp_path: Path) -> Iterator[Callable[..., Runtime]]:
     built: list[Runtime] = []
 
-    def make(url: str, **overrides: Any) -> Runtime:
+    def make(url: str, *, env: dict[str, str] | None = None, **overrides: Any) -> Runtime:
         sources = tmp_path / "sources"
         _source(sources, url, **overrides)
         settings = Settings(database_url=f"sqlite:///{tmp_path}/store.db", sources_dir=sources,
                             mappings_dir=ROOT / "mappings", scheduler=False, prepare_workers=0)  # fmt: skip
         runtime = build_runtime(settings, retry=RetryPolicy.instant(), metrics=Metrics(),
-                                env={"ACME_KEY": "k-secret-123"})  # fmt: skip
+                                env={"ACME_KEY": "k-secret-123", **(env or {})})  # fmt: skip
         built.append(runtime)
         return runtime
 
@@ -255,3 +255,43 @@ def test_a_soap_header_secret_field_written_in_the_file_is_refused(tmp_path: Pat
     message = str(info.value)
     assert "auth.secret_fields.Password" in message and "secrets may not be written" in message
     assert "hunter2" not in message
+
+
+# -- 5. the query string of a refused redirect in the run's stored error ------------------------------------
+
+
+def _redirecting_app(location: Callable[[Request], str]) -> Starlette:
+    async def moved(request: Request) -> RedirectResponse:
+        return RedirectResponse(location(request), status_code=302)
+
+    return Starlette(routes=[Route("/v2/assignments", moved)])
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        lambda _request: "http://127.0.0.2:9/v2/assignments?moved=1",  # to another host: refused
+        lambda request: str(request.url),  # to itself, for ever: too many redirects
+    ],
+    ids=["cross-host", "loop"],
+)
+def test_a_refused_redirect_does_not_store_the_query_string_in_the_run(
+    make_runtime: Callable[..., Runtime], caplog: pytest.LogCaptureFixture, location: Callable[[Request], str]
+) -> None:
+    """A legacy API that takes its token in the query string (``params: {token: "${ACME_TOKEN}"}``, which the
+    literal-secret check expects) sends it on every call. Before: a refused redirect put the whole request URL,
+    query string and all, in the error's ``where``, so the token was stored in ``sync_run.error`` (served by
+    the operations API) and logged. ``raise_for_status`` names only the path for that reason; now the redirect
+    errors do the same."""
+    with serve_in_thread(_redirecting_app(location)) as server:
+        streams = {"assignments": {
+            "path": "/v2/assignments", "records": "items", "key": "uid", "params": {"token": "${ACME_TOKEN}"},
+            "normalize": {"kind": "task", "key": "task:{agency}:acme-{uid}", "agency": "agency"},
+        }}  # fmt: skip
+        runtime = make_runtime(server.url, streams=streams, env={"ACME_TOKEN": "tok-secret-456"})
+        report = _sync(runtime)
+    assert report.outcome == "failed" and report.streams[0].error_kind == "ProtocolError", report
+    (run,) = rows(runtime.db, "SELECT error FROM sync_run")
+    assert "redirect" in run["error"] and "/v2/assignments" in run["error"]
+    assert "tok-secret-456" not in run["error"]
+    assert "tok-secret-456" not in caplog.text
