@@ -295,3 +295,39 @@ def test_a_refused_redirect_does_not_store_the_query_string_in_the_run(
     assert "redirect" in run["error"] and "/v2/assignments" in run["error"]
     assert "tok-secret-456" not in run["error"]
     assert "tok-secret-456" not in caplog.text
+
+
+# -- 6. the national axis: acknowledging a message the axis no longer holds ----------------------------------
+
+
+def test_vxp_a_message_gone_from_the_axis_before_its_acknowledgement_does_not_block_the_stream(
+    tmp_path: Path,
+) -> None:
+    """The connector acknowledges the committed cursor's ids at the start of the next run and means to skip
+    those the axis no longer knows ("expired: nothing left to acknowledge"). But it looked for "ErrorCode 404"
+    in the error, and the axis answers that with HTTP 404, which the guarded fetch turns into "HTTP 404" before
+    the envelope is read. Before: the acknowledgement re-raised, the stream failed at its first call on every
+    later run, and nothing new was ever read from the axis. Now a 404 to ``updateStatus`` is skipped."""
+    from datetime import date
+
+    from gateway.standins.vxp import VxpState, create_vxp_app
+    from tests.test_vxp import runtime as vxp_runtime
+    from tests.test_vxp import sync as vxp_sync
+
+    state = VxpState(start=date(2026, 10, 27), days=3, future_days=2)
+    with serve_in_thread(create_vxp_app(state)) as server:
+        rt = vxp_runtime(tmp_path, server.url)
+        try:
+            assert vxp_sync(rt).outcome == "success"
+            gone = sorted(state.ids("edoc"))[0]
+            state.expire(gone)  # read and committed; dropped by the axis before the next run acknowledged it
+            new = state.add_documents("SKHCN", 2)
+            report = vxp_sync(rt)
+            assert report.outcome == "success", report
+            assert report.read == 2
+            archived = {r["record_key"] for r in rows(rt.db, "SELECT record_key FROM raw_record")}
+            assert set(new) <= archived and gone in archived
+            assert vxp_sync(rt).outcome == "success"
+            assert {state.statuses()[i] for i in new} == {"done"}
+        finally:
+            rt.close()
