@@ -82,7 +82,8 @@ def _source(directory: Path, url: str, *, size: int = 3, **overrides: Any) -> No
                           "received_at": {"path": "created", "format": "dd/MM/yyyy HH:mm:ss"},
                           "due_at": {"path": "deadline", "format": "dd/MM/yyyy HH:mm:ss"},
                           "done_at": {"path": "done", "format": "epoch"},
-                          "participants": [{"role": "lead", "user": "assignee"}]},
+                          "participants": [{"role": "lead", "user": "assignee"},
+                                           {"role": "co_handler", "users": "helpers"}]},
         }},
     }  # fmt: skip
     source.update(overrides)
@@ -331,3 +332,23 @@ def test_vxp_a_message_gone_from_the_axis_before_its_acknowledgement_does_not_bl
             assert {state.statuses()[i] for i in new} == {"done"}
         finally:
             rt.close()
+
+
+# -- 7. a participants list that the source sends as a single string ---------------------------------------
+
+
+def test_a_single_user_id_where_a_list_is_expected_is_one_participant_not_its_characters(
+    tracker: tuple[Tracker, RunningServer], make_runtime: Callable[..., Runtime]
+) -> None:
+    """Legacy systems send a one-element list as the bare value (``"nguoiPhoiHop": "u1003"``). Before: the field
+    map iterated the string, so the co-handlers were ``u``, ``1``, ``0``, ``0``, ``3``; none resolved, the record
+    was quarantined for five unknown people and u1003 got no credit. Now a string is one user id."""
+    state, server = tracker
+    state.add(1, modified=START, helpers="u1003")
+    state.add(2, modified=START + timedelta(minutes=1), helpers=["u1003", "u1004"])
+    runtime = make_runtime(server.url)
+    report = _sync(runtime)
+    assert report.outcome == "success", (report, rows(runtime.db, "SELECT reason FROM quarantine"))
+    sql = "SELECT record_key, person_id FROM fact WHERE role = 'co_handler' AND state = 'active'"
+    credited = {(r["record_key"], r["person_id"]) for r in rows(runtime.db, sql)}
+    assert credited == {("A0001", "P0003"), ("A0002", "P0003"), ("A0002", "P0004")}
