@@ -352,3 +352,36 @@ def test_a_single_user_id_where_a_list_is_expected_is_one_participant_not_its_ch
     sql = "SELECT record_key, person_id FROM fact WHERE role = 'co_handler' AND state = 'active'"
     credited = {(r["record_key"], r["person_id"]) for r in rows(runtime.db, sql)}
     assert credited == {("A0001", "P0003"), ("A0002", "P0003"), ("A0002", "P0004")}
+
+
+# -- 8. a page total that is not a number ------------------------------------------------------------------
+
+
+def test_a_page_total_that_is_not_a_number_fails_the_stream_not_the_run(make_runtime: Callable[..., Runtime]) -> None:
+    """``total_path`` read ``"total": "không rõ"`` with ``int()``. Before: the ValueError escaped the engine (it
+    handles the gateway's errors), ``run`` raised, the run stayed "running" and the source's other streams
+    were never synced. Now it is a ProtocolError: this stream fails with the reason, the others run."""
+
+    async def paged(request: Request) -> JSONResponse:
+        page = int(request.query_params["page"])
+        items = [{"uid": f"P{page}{i}", "agency": "SKHCN"} for i in range(2)]
+        return JSONResponse({"code": "0", "items": items, "total": "không rõ"})
+
+    async def single(request: Request) -> JSONResponse:
+        return JSONResponse({"code": "0", "items": [{"uid": "S1", "agency": "SKHCN"}]})
+
+    app = Starlette(routes=[Route("/paged", paged), Route("/single", single)])
+    normalize = {"kind": "task", "key": "task:{agency}:{uid}", "agency": "agency"}
+    streams = {
+        "paged": {"path": "/paged", "records": "items", "key": "uid", "normalize": normalize,
+                  "paginator": {"type": "page_number", "size": 2, "total_path": "total"}},
+        "single": {"path": "/single", "records": "items", "key": "uid", "normalize": normalize},
+    }  # fmt: skip
+    with serve_in_thread(app) as server:
+        runtime = make_runtime(server.url, streams=streams)
+        report = _sync(runtime)
+    paged_report, single_report = report.streams
+    assert paged_report.error_kind == "ProtocolError" and "total" in (paged_report.error or ""), paged_report
+    assert single_report.error is None and single_report.read == 1
+    assert report.outcome == "failed"
+    assert count(runtime.db, "SELECT count(*) FROM sync_run WHERE outcome = 'running'") == 0

@@ -50,6 +50,18 @@ class _Guarded:
         return list(records)
 
 
+def _total(total_at: Callable[[Any], Any] | None, doc: Any) -> int | None:
+    """The response's record total (``total_path``), None when absent; one that is not a number is the source's
+    protocol error, which fails the stream with its reason (a ValueError would escape the sync engine)."""
+    value = total_at(doc) if total_at is not None else None
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(f"the record total (total_path) is not a number: {str(value)[:100]!r}") from exc
+
+
 class _PageNumber(_Guarded):
     def __init__(self, cfg: PageNumberPaginator) -> None:
         super().__init__(cfg.max_pages)
@@ -62,8 +74,8 @@ class _PageNumber(_Guarded):
 
     def next(self, doc: Any, records: Sequence[Mapping[str, Any]]) -> Params | None:
         self._read += len(records)
-        total = self._total(doc) if self._total else None
-        if len(records) < self._cfg.size or (total is not None and self._read >= int(total)):
+        total = _total(self._total, doc)
+        if len(records) < self._cfg.size or (total is not None and self._read >= total):
             return None
         self._page += 1
         return self._guard({self._cfg.page_param: self._page, self._cfg.size_param: self._cfg.size})
@@ -80,8 +92,8 @@ class _Offset(_Guarded):
 
     def next(self, doc: Any, records: Sequence[Mapping[str, Any]]) -> Params | None:
         self._offset += len(records)
-        total = self._total(doc) if self._total else None
-        if len(records) < self._cfg.size or (total is not None and self._offset >= int(total)):
+        total = _total(self._total, doc)
+        if len(records) < self._cfg.size or (total is not None and self._offset >= total):
             return None
         return self._guard({self._cfg.offset_param: self._offset, self._cfg.limit_param: self._cfg.size})
 
