@@ -82,7 +82,7 @@ def fetch(
         try:
             response = client.send(request, stream=True)
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-            raise ConfigError(f"bad source URL {request.url}: {exc}", source=source) from exc
+            raise ConfigError(f"bad source URL {_without_query(request.url)}: {exc}", source=source) from exc
         except httpx.TimeoutException as exc:
             raise SourceUnavailable(f"timed out talking to {request.url.host}: {exc!r}", source=source) from exc
         except httpx.TransportError as exc:
@@ -97,7 +97,17 @@ def fetch(
         if check_status:
             raise_for_status(response, source=source)
         return response, body
-    raise ProtocolError("too many redirects", source=source, where=str(request.url))
+    raise ProtocolError("too many redirects", source=source, where=_where(request))
+
+
+def _where(request: httpx.Request) -> str:
+    """Where a call went, for errors (stored in the run, logged, served): the method and path, never the query
+    string, which may carry a source's token (``params: {token: ${TOKEN}}``)."""
+    return f"{request.method} {request.url.path}"
+
+
+def _without_query(url: httpx.URL) -> httpx.URL:
+    return url.copy_with(query=None, fragment=None)
 
 
 def _same_host_redirect(request: httpx.Request, response: httpx.Response, source: str | None) -> httpx.Request:
@@ -107,7 +117,7 @@ def _same_host_redirect(request: httpx.Request, response: httpx.Response, source
         raise ProtocolError(
             f"refused redirect from {request.url.host} to {target.host} ({request.method})",
             source=source,
-            where=str(request.url),
+            where=_where(request),
         )
     return httpx.Request("GET", target, headers=request.headers)
 

@@ -21,7 +21,10 @@ from gateway.errors import ConfigError
 M = TypeVar("M", bound=BaseModel)
 Marks = dict[tuple[str | int, ...], tuple[int, int]]
 
-SECRET_KEYS = frozenset({"password", "client_secret", "secret", "token", "api_key", "key_value", "private_key"})
+SECRET_KEYS = frozenset(
+    {"password", "client_secret", "secret", "token", "api_key", "key_value", "private_key", "key_password"}
+)
+SECRET_MAPS = frozenset({"secret_fields"})  # every value of these is a secret, whatever its key (a SOAP header's)
 _REF = re.compile(r"\$\{([^}]+)\}")
 
 
@@ -117,8 +120,9 @@ def resolve_refs(
     problems = [] if problems is None else problems
     if isinstance(data, dict):
         out = {}
+        all_secret = bool(loc) and loc[-1] in SECRET_MAPS
         for k, v in data.items():
-            if k in SECRET_KEYS and isinstance(v, str) and not _REF.fullmatch(v.strip()):
+            if (all_secret or k in SECRET_KEYS) and isinstance(v, str) and not _is_reference(v):
                 problems.append(
                     f"{where(path, marks, (*loc, k))}: {'.'.join(map(str, (*loc, k)))}: secrets may not be written "
                     "in the file; use ${ENV_VAR} or ${file:/path/to/secret}"
@@ -137,6 +141,13 @@ def resolve_refs(
     if top and problems:
         raise ConfigError("\n".join(problems))
     return result
+
+
+def _is_reference(value: str) -> bool:
+    """One ``${ENV}`` or ``${file:...}`` reference and nothing else: no literal around it and no ``:-`` default,
+    which would be the secret written in the file after all."""
+    match = _REF.fullmatch(value.strip())
+    return match is not None and ":-" not in match.group(1)
 
 
 def _substitute(env: Mapping[str, str], report: Callable[[str], None]) -> Callable[[re.Match[str]], str]:

@@ -158,7 +158,10 @@ def date_parser(fmt: str, *, end_of_day: bool = False) -> Callable[[Any], dateti
             if value in (None, ""):
                 return None
             seconds = float(value)
-            return datetime.fromtimestamp(seconds / 1000 if seconds > 1e11 else seconds, UTC)
+            try:
+                return datetime.fromtimestamp(seconds / 1000 if seconds > 1e11 else seconds, UTC)
+            except (OverflowError, OSError) as exc:  # out of the platform's range (1e20, inf): a bad value too
+                raise ValueError(f"epoch {value!r} is out of range") from exc
 
         return parse_epoch
     if fmt == "iso":
@@ -327,7 +330,7 @@ def compile_normalizer(cfg: NormalizeConfig, *, id_system: str) -> Callable[[Sou
             values = {name: get(payload) for name, get in simple.items()}
             participants: list[Participant] = []
             for role, one, many in people:
-                ids = [one(payload)] if one else list(many(payload) or ()) if many else []
+                ids = [one(payload)] if one else _ids(many(payload)) if many else []
                 participants.extend(Participant(user_id=str(uid), role=role) for uid in ids if uid not in (None, ""))
             return WorkItem(
                 key=make_key(payload),
@@ -358,6 +361,14 @@ def compile_normalizer(cfg: NormalizeConfig, *, id_system: str) -> Callable[[Sou
             ) from exc
 
     return normalize
+
+
+def _ids(value: Any) -> list[Any]:
+    """A ``users`` list; a bare id where a one-element list belongs (legacy systems do that) is that one id, not
+    its characters."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str | int) else list(value)
 
 
 def _required(value: Any, name: str) -> str:

@@ -50,6 +50,18 @@ class _Guarded:
         return list(records)
 
 
+def _total(total_at: Callable[[Any], Any] | None, doc: Any) -> int | None:
+    """The response's record total (``total_path``), None when absent; one that is not a number is the source's
+    protocol error, which fails the stream with its reason (a ValueError would escape the sync engine)."""
+    value = total_at(doc) if total_at is not None else None
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(f"the record total (total_path) is not a number: {str(value)[:100]!r}") from exc
+
+
 class _PageNumber(_Guarded):
     def __init__(self, cfg: PageNumberPaginator) -> None:
         super().__init__(cfg.max_pages)
@@ -62,8 +74,8 @@ class _PageNumber(_Guarded):
 
     def next(self, doc: Any, records: Sequence[Mapping[str, Any]]) -> Params | None:
         self._read += len(records)
-        total = self._total(doc) if self._total else None
-        if len(records) < self._cfg.size or (total is not None and self._read >= int(total)):
+        total = _total(self._total, doc)
+        if len(records) < self._cfg.size or (total is not None and self._read >= total):
             return None
         self._page += 1
         return self._guard({self._cfg.page_param: self._page, self._cfg.size_param: self._cfg.size})
@@ -80,8 +92,8 @@ class _Offset(_Guarded):
 
     def next(self, doc: Any, records: Sequence[Mapping[str, Any]]) -> Params | None:
         self._offset += len(records)
-        total = self._total(doc) if self._total else None
-        if len(records) < self._cfg.size or (total is not None and self._offset >= int(total)):
+        total = _total(self._total, doc)
+        if len(records) < self._cfg.size or (total is not None and self._offset >= total):
             return None
         return self._guard({self._cfg.offset_param: self._offset, self._cfg.limit_param: self._cfg.size})
 
@@ -139,23 +151,31 @@ class _CursorKeyset(_Guarded):
     def first(self) -> Params:
         return self._params()
 
+    def _moment(self, record: Mapping[str, Any]) -> Any:
+        """The record's cursor value, or None when it has none or it does not parse.
+
+        Such a record is the connector's to report (a ``RecordProblem``, quarantined); here it only cannot
+        move the bound. Raising would end the stream on every run at the same page, for one bad record."""
+        try:
+            return self._cursor_of(record)
+        except (ValueError, TypeError, OverflowError):
+            return None
+
     def fresh(self, records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-        return [
-            r for r in records if not (self._cursor_of(r) == self._bound and self._key_of(r) in self._seen_at_bound)
-        ]
+        return [r for r in records if not (self._moment(r) == self._bound and self._key_of(r) in self._seen_at_bound)]
 
     def next(self, doc: Any, records: Sequence[Mapping[str, Any]]) -> Params | None:
         if len(records) < self._cfg.size:
             return None
-        last = self._cursor_of(records[-1])
-        if last is None:
-            raise ProtocolError("keyset paging needs the cursor field on every record")
+        moments = [self._moment(r) for r in records]
+        # the page is sorted by the source's own values: the last readable one is a safe inclusive bound
+        last = next((m for m in reversed(moments) if m is not None), self._bound)
         if last != self._bound:
             self._bound, self._page = last, self._cfg.start
-            self._seen_at_bound = {self._key_of(r) for r in records if self._cursor_of(r) == last}
-        else:  # a whole page of one cursor value: walk the run by page number
+            self._seen_at_bound = {self._key_of(r) for r, m in zip(records, moments, strict=True) if m == last}
+        else:  # a whole page of one cursor value (or none readable): walk the run by page number
             self._page += 1
-            self._seen_at_bound.update(self._key_of(r) for r in records)
+            self._seen_at_bound.update(self._key_of(r) for r, m in zip(records, moments, strict=True) if m == last)
         return self._params()
 
 

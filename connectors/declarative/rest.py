@@ -147,6 +147,16 @@ class RestConnector:
                 raise ProtocolError(f"source reported error code {code}: {message}", source=self.name, where=where)
         return doc
 
+    def _same_origin(self, url: httpx.URL, *, where: str) -> None:
+        """Refuse a URL (a next link is the source's data) off the source's scheme, host and port before the
+        credentials are applied: the rule ``gateway.http.fetch`` keeps for redirects."""
+        base = self.client.base_url
+        if (url.scheme, url.host, url.port) != (base.scheme, base.host, base.port):
+            raise ProtocolError(
+                f"refused a call to {url.scheme}://{url.host}: not the source's origin "
+                f"{base.scheme}://{base.host}", source=self.name, where=where,
+            )  # fmt: skip
+
     def call(self, method: str, path: str, params: Mapping[str, Any] | None = None, *, operation: str) -> Any:
         """One authenticated, enveloped, retried call; returns the decoded JSON document.
 
@@ -158,6 +168,7 @@ class RestConnector:
                 url = str(params["__url__"]) if params and "__url__" in params else path
                 query = {k: v for k, v in (params or {}).items() if k != "__url__"}
                 request = self.client.build_request(method, url, params=query or None)  # {} would drop url's query
+                self._same_origin(request.url, where=path)
                 self._auth.apply(request, self._auth_send)
                 try:
                     _response, body = self._send(request, operation)

@@ -175,7 +175,8 @@ class VxpConnector:
             try:
                 self.call("updateStatus", {"docId": doc_id, "status": status}, operation=f"{stream}-ack")
             except ProtocolError as exc:  # the axis no longer knows it (expired): nothing left to acknowledge
-                if "ErrorCode 404" not in str(exc):
+                # HTTP 404 is refused by the guarded fetch before the envelope's ErrorCode is read
+                if "ErrorCode 404" not in exc.message and exc.message != "HTTP 404":
                     raise
 
     # -- the connector protocol -------------------------------------------------------------------------

@@ -183,6 +183,13 @@ class VxpState:
             self._add(message)
             return message.doc_id
 
+    def expire(self, doc_id: str) -> None:
+        """The axis drops a message (its retention ended, an operator purged it): from now on it is not listed,
+        fetched or acknowledged (``getEdoc`` and ``updateStatus`` answer 404)."""
+        with self._lock:
+            found = self._by_id.pop(doc_id)
+            self._messages.remove(found)
+
     def fail_next(self, n: int = 1, status: int = 503) -> None:
         with self._lock:
             self._failures.extend([status] * n)
