@@ -387,15 +387,14 @@ def test_a_page_total_that_is_not_a_number_fails_the_stream_not_the_run(make_run
     assert count(runtime.db, "SELECT count(*) FROM sync_run WHERE outcome = 'running'") == 0
 
 
-# -- 9. known, not fixed: the overall deadline does not bound the response's header phase ------------------
+# -- 9. the overall deadline bounds the response's header phase too --------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="gateway.http.fetch checks its deadline only between body chunks; "
-                   "bounding the header phase needs a transport whose socket reads see the deadline")  # fmt: skip
 def test_the_overall_deadline_bounds_a_source_that_drips_its_response_headers() -> None:
-    """Each header byte comes within the read timeout, so no single read times out; the deadline is checked
-    only once the body streams. With read 0.5 s and deadline 0.3 s this call takes about 3 s (a source can hold
-    a sync for as long as h11 accepts header bytes: 64 KiB at one byte per read timeout)."""
+    """Each header byte comes within the read timeout, so no single read times out. The deadline was checked
+    only once the body streamed: with read 0.5 s and deadline 0.3 s this call took about 3 s (a source could
+    hold a sync for as long as h11 accepts header bytes: 64 KiB at one byte per read timeout). Every socket
+    wait of a fetch now ends at the deadline (gateway.http._DeadlineBackend)."""
     import socket
     import threading
     import time
@@ -424,8 +423,47 @@ def test_the_overall_deadline_bounds_a_source_that_drips_its_response_headers() 
         url = f"http://127.0.0.1:{listener.getsockname()[1]}/x"
         with make_http_client(limits=limits) as client:
             request = client.build_request("GET", url)
-            with pytest.raises(SourceUnavailable):
+            with pytest.raises(SourceUnavailable, match=r"exceeded its 0\.3s deadline"):
                 fetch(client, request, limits=limits)
         assert time.monotonic() - started < 1.5
+    finally:
+        listener.close()
+
+
+def test_a_call_after_one_that_hit_its_deadline_has_a_deadline_of_its_own() -> None:
+    """The deadline is the current fetch's (a context variable it sets and resets): a later call on the same
+    client, and a plain request outside fetch, wait as long as their own timeouts allow."""
+    import contextlib
+    import socket
+    import threading
+    import time
+
+    from gateway.errors import SourceUnavailable
+    from gateway.http import HttpLimits, fetch, make_http_client
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+
+    def answer_after(conn: socket.socket, delay: float) -> None:
+        with conn:
+            conn.recv(65536)
+            time.sleep(delay)
+            with contextlib.suppress(OSError):  # the client gave up on the first
+                conn.sendall(answer)
+
+    def serve() -> None:
+        for delay in (1.0, 0.4, 0.4):  # the first answer comes after the deadline; the others within it
+            threading.Thread(target=answer_after, args=(listener.accept()[0], delay), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    limits = HttpLimits(connect_timeout=1.0, read_timeout=5.0, deadline=0.6)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/x"
+    try:
+        with make_http_client(limits=limits) as client:
+            with pytest.raises(SourceUnavailable, match="deadline"):
+                fetch(client, client.build_request("GET", url), limits=limits)
+            response, body = fetch(client, client.build_request("GET", url), limits=limits)
+            assert response.status_code == 200 and body == b"{}"
+            assert client.get(url).status_code == 200  # outside fetch: the read timeout alone
     finally:
         listener.close()
