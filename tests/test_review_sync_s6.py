@@ -25,7 +25,7 @@ from gateway.runtime import Runtime, build_runtime
 from gateway.settings import Settings
 from gateway.standins.server import RunningServer, serve_in_thread
 from gateway.types import VN_TZ
-from tests.conftest import ROOT
+from tests.conftest import ROOT, write_eoffice_source
 from tests.spine_support import count, rows
 
 START = datetime(2026, 9, 1, 8, 0, tzinfo=VN_TZ)
@@ -467,3 +467,55 @@ def test_a_call_after_one_that_hit_its_deadline_has_a_deadline_of_its_own() -> N
             assert client.get(url).status_code == 200  # outside fetch: the read timeout alone
     finally:
         listener.close()
+
+
+# -- 10. a connector bug leaves a finished, failed run behind it ---------------------------------------------
+
+
+class _BuggyAfterFirstPage:
+    """The e-office connector, with a bug after its first page: an exception that is not the gateway's."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner, self.name = inner, inner.name
+
+    def streams(self) -> list[str]:
+        return list(self._inner.streams())
+
+    def read(self, stream: str, cursor: str | None) -> Iterator[Any]:
+        for n, page in enumerate(self._inner.read(stream, cursor)):
+            if n == 1:
+                raise ZeroDivisionError("a value the connector did not expect: 17/0 for user u1001")
+            yield page
+
+    def normalize(self, record: Any) -> Any:
+        return self._inner.normalize(record)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def test_a_connector_bug_still_propagates_but_its_run_is_recorded_as_failed(
+    tmp_path: Path, eoffice_env: dict[str, str]
+) -> None:
+    """A bug (not a GatewayError) propagates out of ``run`` on purpose: it is logged with its traceback by
+    whoever called, never swallowed as a source problem. Before, it also left the run 'running' until the
+    source's next run abandoned it: /v1/sources showed a sync in progress that had died. The run is now
+    finished as failed, with the exception's type only (its text may hold a record's values)."""
+    write_eoffice_source(tmp_path / "sources", page_size=20)
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/s.db", sources_dir=tmp_path / "sources",
+                        mappings_dir=ROOT / "mappings", scheduler=False)  # fmt: skip
+    runtime = build_runtime(settings, retry=RetryPolicy.instant(), metrics=Metrics(), env=eoffice_env)
+    connector = _BuggyAfterFirstPage(runtime.connector("eoffice"))
+    try:
+        with pytest.raises(ZeroDivisionError):
+            runtime.sync.run(connector)  # type: ignore[arg-type]
+        (run,) = rows(runtime.db, "SELECT outcome, error, error_kind, finished_at FROM sync_run")
+        assert run["outcome"] == "failed" and run["finished_at"] is not None
+        assert run["error_kind"] == "InternalError"
+        assert "ZeroDivisionError" in run["error"] and "u1001" not in run["error"]
+        assert count(runtime.db, "SELECT count(*) FROM fact") > 0  # the first page was committed
+        failed = runtime.metrics.sync_runs.labels("eoffice", "failed")._value.get()
+        assert failed == 1
+    finally:
+        connector.close()
+        runtime.close()

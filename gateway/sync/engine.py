@@ -192,9 +192,13 @@ class SyncEngine:
             report = RunReport(source=source, run_id=run_id)
             logs.new_correlation_id(f"run-{run_id}")  # every log line of this run carries it
             health = self._metrics.source(source)
-            with self._checkpointer.active():
-                for stream in streams or connector.streams():
-                    report.streams.append(self._run_stream(connector, stream, run_id, should_continue))
+            try:
+                with self._checkpointer.active():
+                    for stream in streams or connector.streams():
+                        report.streams.append(self._run_stream(connector, stream, run_id, should_continue))
+            except Exception as exc:
+                self._record_crash(source, run_id, exc)
+                raise
             failed = [s for s in report.streams if s.error]
             quarantined = any(s.quarantined for s in report.streams)
             report.outcome = "failed" if failed else "partial" if quarantined else "success"
@@ -224,6 +228,24 @@ class SyncEngine:
             logs.correlation_id.set(None)
             with self._guard:
                 self._running.discard(source)
+
+    def _record_crash(self, source: str, run_id: int, exc: Exception) -> None:
+        """Finish a run that a bug (not a source problem) ended, then let the bug go on to the caller.
+
+        Without this the run stayed 'running' until the source's next run abandoned it, so ``/v1/sources``
+        showed a sync in progress that had died. The error names the exception's type only: its text may hold
+        a record's values. A store that cannot take the update (the bug may be its outage) leaves the run to
+        be abandoned, as before; the original exception is the one that propagates."""
+        error = f"the sync stopped on an unexpected {type(exc).__name__}; the traceback is in the gateway's log"
+        try:
+            with self._db.begin() as conn:
+                rec_store.finish_run(conn, run_id, outcome="failed", now=self._clock(), error=error,
+                                     error_kind="InternalError")  # fmt: skip
+        except Exception:
+            log.warning("could not record the failed run", extra={"source": source, "run_id": run_id},
+                        exc_info=True)  # fmt: skip
+            return
+        self._metrics.sync_runs.labels(source, "failed").inc()
 
     def _run_stream(self, connector: Connector, stream: str, run_id: int,
                     should_continue: Callable[[], bool] | None = None) -> StreamReport:
