@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import ssl
 import threading
 import time
@@ -144,7 +145,7 @@ class _LoginToken(_CachedToken):
         token = self._token_at(doc)
         if not token:
             raise AuthError("login refused: no token in the response", where=cfg.path)
-        ttl = float(self._ttl_at(doc) or cfg.default_ttl) if self._ttl_at else cfg.default_ttl
+        ttl = _lifetime(self._ttl_at(doc), cfg.default_ttl, where=cfg.path) if self._ttl_at else cfg.default_ttl
         return str(token), ttl
 
 
@@ -169,9 +170,26 @@ class _OAuth2(_CachedToken):
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise ProtocolError("token response is not JSON", where=cfg.token_url) from exc
+        if not isinstance(doc, dict):
+            raise ProtocolError("token response is not a JSON object", where=cfg.token_url)
         if not doc.get("access_token"):
             raise AuthError(f"token endpoint refused: {doc.get('error', 'no access_token')}", where=cfg.token_url)
-        return str(doc["access_token"]), float(doc.get("expires_in") or 300)
+        return str(doc["access_token"]), _lifetime(doc.get("expires_in"), 300.0, where=cfg.token_url)
+
+
+def _lifetime(value: Any, default: float, *, where: str) -> float:
+    """A token's lifetime in seconds as the source states it (absent: ``default``); one that is not a positive
+    number is the source's protocol error (``float("soon")`` escaped the sync engine as a ValueError)."""
+    if not value:  # absent, empty or 0: the configured default, as before
+        return default
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ProtocolError(f"the token's lifetime is not a positive number of seconds: {str(value)[:50]!r}",
+                            where=where)  # fmt: skip
+    return seconds
 
 
 def hmac_signature(secret: str, signed_json: bytes | str) -> str:

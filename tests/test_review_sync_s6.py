@@ -519,3 +519,44 @@ def test_a_connector_bug_still_propagates_but_its_run_is_recorded_as_failed(
     finally:
         connector.close()
         runtime.close()
+
+
+# -- 11. a token's lifetime that is not a number ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "answer"),
+    [
+        ("login", b'{"data": {"token": "t", "expires": "soon"}}'),
+        ("login", b'{"data": {"token": "t", "expires": "nan"}}'),
+        ("oauth2", b'{"access_token": "t", "expires_in": "one hour"}'),
+        ("oauth2", b'{"access_token": "t", "expires_in": -5}'),
+        ("oauth2", b'["t"]'),
+    ],
+)
+def test_a_token_answer_the_gateway_cannot_read_is_a_protocol_error(kind: str, answer: bytes) -> None:
+    """float() of a lifetime like "soon" raised a ValueError (and a JSON list an AttributeError) that no one
+    catches: the sync ended with the run left 'running' and the source's other streams never ran. It is the
+    source's protocol error, naming the token endpoint, and the stream fails with it."""
+    import httpx
+    from pydantic import SecretStr
+
+    from connectors.auth import build_auth
+    from connectors.declarative.config import LoginTokenAuth, OAuth2ClientCredentials
+    from gateway.errors import ProtocolError
+
+    cfg: Any
+    if kind == "login":
+        cfg = LoginTokenAuth(type="login_token", path="/login", username="u", password=SecretStr("p"),
+                             expires_in_path="data.expires")  # fmt: skip
+    else:
+        cfg = OAuth2ClientCredentials(type="oauth2_client_credentials", token_url="/token", client_id="c",
+                                      client_secret=SecretStr("s"))  # fmt: skip
+    strategy = build_auth(cfg)
+
+    def send(method: str, url: str, **_: Any) -> tuple[httpx.Response, bytes]:
+        return httpx.Response(200, content=answer), answer
+
+    with pytest.raises(ProtocolError, match="token") as caught:
+        strategy.apply(httpx.Request("GET", "http://source.example/x"), send)
+    assert caught.value.where in ("/login", "/token")
