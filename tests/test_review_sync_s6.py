@@ -560,3 +560,36 @@ def test_a_token_answer_the_gateway_cannot_read_is_a_protocol_error(kind: str, a
     with pytest.raises(ProtocolError, match="token") as caught:
         strategy.apply(httpx.Request("GET", "http://source.example/x"), send)
     assert caught.value.where in ("/login", "/token")
+
+
+# -- 12. the national axis: a listed message it can no longer deliver --------------------------------------
+
+
+def test_vxp_a_message_the_axis_cannot_deliver_is_quarantined_and_the_stream_goes_on(tmp_path: Path) -> None:
+    """``getEdoc`` refused one listed message for good (the axis's copy is damaged). Before: the refusal failed
+    the stream, the message stayed listed, and every later run failed at the same message, reading nothing
+    after it. Now it is quarantined with the axis's reason, acknowledged ``fail`` once that is committed (as an
+    unreadable packet is), and the rest is read."""
+    from datetime import date
+
+    from gateway.standins.vxp import VxpState, create_vxp_app
+    from tests.test_vxp import runtime as vxp_runtime
+    from tests.test_vxp import sync as vxp_sync
+
+    state = VxpState(start=date(2026, 10, 27), days=3, future_days=2)
+    with serve_in_thread(create_vxp_app(state)) as server:
+        rt = vxp_runtime(tmp_path, server.url)
+        try:
+            listed = sorted(state.ids("edoc"))
+            broken = listed[len(listed) // 2]
+            state.withhold(broken)
+            report = vxp_sync(rt)
+            assert report.outcome == "partial", report
+            (entry,) = rows(rt.db, "SELECT record_key, reason, status FROM quarantine")
+            assert entry["record_key"] == broken and "410" in entry["reason"] and entry["status"] == "open"
+            archived = {r["record_key"] for r in rows(rt.db, "SELECT record_key FROM raw_record")}
+            assert set(listed) - {broken} <= archived
+            assert vxp_sync(rt).outcome == "success"  # the next run acknowledges it, and the stream is clear
+            assert state.statuses()[broken] == "fail"
+        finally:
+            rt.close()

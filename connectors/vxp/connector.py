@@ -9,9 +9,10 @@ Every call carries ``XroadVnpt-*`` headers signed with HMAC-SHA256 (:mod:`connec
 from the list for good. If the connector acknowledged a page as soon as it had read it, a crash between the read
 and the store's commit would lose that page. So acknowledgements ride in the cursor: each page's checkpoint is
 the (cumulative, for this run) list of message ids read so far (``ack``) and of those that could not be read
-(``fail``, they are quarantined with their payload in the same transaction). The sync engine commits that
-checkpoint together with the page's records and facts; the next ``read`` starts by sending ``updateStatus`` for
-the ids of the **committed** cursor (``done`` / ``fail``), and only then lists again. Consequences:
+(``fail``: the axis refused to deliver them, or their packet is unreadable; they are quarantined with what the
+axis listed and sent, in the same transaction). The sync engine commits that checkpoint together with the page's
+records and facts; the next ``read`` starts by sending ``updateStatus`` for the ids of the **committed** cursor
+(``done`` / ``fail``), and only then lists again. Consequences:
 
 - a crash before a commit: the page is not in the cursor, not acknowledged, and is listed and read again;
 - a crash after a commit but before the acknowledgements: they are sent on the next run (``updateStatus`` is
@@ -216,8 +217,16 @@ class VxpConnector:
         field = "status" if messagetype == "status" else "document"
         for row in rows:
             doc_id = str(row["docId"])
-            data = self.call("getEdoc", {"docId": doc_id}, operation=f"{stream}-get")
             meta = dict(row)
+            try:
+                data = self.call("getEdoc", {"docId": doc_id}, operation=f"{stream}-get")
+            except AuthError:
+                raise
+            except ProtocolError as exc:  # refused for this message alone, for good: it would block every run
+                problems.append(RecordProblem(key=doc_id, payload={"meta": meta},
+                                              reason=f"the axis refused to deliver {doc_id}: {exc.message}",
+                                              error_kind="ProtocolError"))  # fmt: skip
+                continue
             try:
                 raw = base64.b64decode(str(data), validate=True)
                 packet = read_packet(raw, limits=self._xml_limits)

@@ -97,6 +97,7 @@ class VxpState:
         self._messages: list[Message] = []
         self._by_id: dict[str, Message] = {}
         self._failures: list[int] = []
+        self._withheld: set[str] = set()
         self.refused = 0  # calls refused for a bad signature
         people = seed_data.people()
         codes = [a.code for a in seed_data.agencies()]
@@ -190,6 +191,16 @@ class VxpState:
             found = self._by_id.pop(doc_id)
             self._messages.remove(found)
 
+    def withhold(self, doc_id: str) -> None:
+        """The axis keeps listing a message but can no longer deliver it (its stored packet is damaged):
+        ``getEdoc`` answers ``FAIL`` with ErrorCode 410, for good; ``updateStatus`` still works."""
+        with self._lock:
+            self._withheld.add(doc_id)
+
+    def withheld(self, doc_id: str) -> bool:
+        with self._lock:
+            return doc_id in self._withheld
+
     def fail_next(self, n: int = 1, status: int = 503) -> None:
         with self._lock:
             self._failures.extend([status] * n)
@@ -268,7 +279,9 @@ class VxpState:
 
 
 def _answer(data: Any = None, *, status: int = 200, code: str = "0", desc: str = "") -> Response:
-    body = {"status": "OK" if status == 200 else "FAIL", "ErrorCode": code, "ErrorDesc": desc, "data": data}
+    """The axis's envelope; ``status`` FAIL for any error, which it also reports under HTTP 200 (code not 0)."""
+    body = {"status": "OK" if status == 200 and code == "0" else "FAIL", "ErrorCode": code, "ErrorDesc": desc,
+            "data": data}  # fmt: skip
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
@@ -290,6 +303,8 @@ def create_vxp_app(state: VxpState) -> Starlette:
             found = state.message(values["docId"])
             if found is None:
                 return _answer(status=404, code="404", desc=f"docId {values['docId']} not found")
+            if state.withheld(found.doc_id):
+                return _answer(status=200, code="410", desc="Gói tin đã bị hỏng, không thể cung cấp")
             return _answer(base64.b64encode(found.packet.encode()).decode())
         if method == "updateStatus":
             if values["status"] not in ("processing", "done", "fail"):
