@@ -5,7 +5,8 @@
 and facts are written (:func:`gateway.store.facts.write_facts`, idempotent, closed periods respected) and the
 entry is marked ``replayed``, all in one transaction with the audit row. If it fails again the entry stays
 open with the new reason. Two kinds of entry are not replayed: ``fetch`` problems (a bad page or a failed
-sub-request: the payload is incomplete, the next sync re-reads the record from the source) and versions that
+sub-request: the payload is incomplete; a sync reads the record again while it is within the stream's
+look-back, and a backfill over its time reads it at any time) and versions that
 a newer archived version of the record has superseded (closed as ``resolved``: replaying them would bring old
 values back).
 """
@@ -133,8 +134,9 @@ def _replay_one(conn: Connection, entry_id: int, *, actor: str, now: datetime, v
     if row.status != "open":
         return ReplayOutcome(entry_id, "skipped", f"entry is {row.status}, not open")
     if row.stage == "fetch":
-        return ReplayOutcome(entry_id, "skipped", "a fetch problem holds no complete record: the next sync re-reads "
-                                                  "it from the source (or reset the cursor)")  # fmt: skip
+        return ReplayOutcome(entry_id, "skipped", "a fetch problem holds no complete record: a sync reads it again "
+                             "only while it is within the stream's look-back; to read it now, run `kpigw backfill` "
+                             "over its time (the live cursor stays) or `kpigw cursor reset`")  # fmt: skip
     raw = rec_store.RAW
     latest = conn.execute(
         select(raw.c.content_hash)
