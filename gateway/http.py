@@ -21,6 +21,7 @@ from typing import Any
 
 import httpcore
 import httpx
+from httpx._utils import get_environment_proxies  # what httpx.Client reads for a transport it builds
 
 from gateway.errors import AuthError, ConfigError, ProtocolError, SourceUnavailable
 
@@ -100,18 +101,16 @@ class _DeadlineBackend(httpcore.NetworkBackend):
 
 
 class _DeadlineTransport(httpx.HTTPTransport):
-    """httpx's own transport on :class:`_DeadlineBackend` (httpx takes no network backend: its pool is built
-    again here, with the same arguments httpx gives it)."""
+    """httpx's own transport on :class:`_DeadlineBackend`, direct or through a ``proxy``.
 
-    def __init__(self, *, verify: Any, cert: Any, limits: httpx.Limits) -> None:
-        super().__init__(verify=verify, cert=cert, limits=limits)
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(verify=verify, cert=cert),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=_DeadlineBackend(),
-        )
+    httpx takes no network backend, so the pool httpx builds (a direct pool, or an HTTP or SOCKS proxy's, with
+    every argument httpx gives it) is handed this one before it opens a connection: all of them open their
+    connections through ``_network_backend``. Rebuilding the pool here instead dropped what httpx adds, the
+    proxy first of all."""
+
+    def __init__(self, *, verify: Any, cert: Any, limits: httpx.Limits, proxy: httpx.Proxy | None = None) -> None:
+        super().__init__(verify=verify, cert=cert, limits=limits, proxy=proxy)
+        self._pool._network_backend = _DeadlineBackend()
 
 
 def make_http_client(
@@ -124,16 +123,29 @@ def make_http_client(
     cert: Any = None,
 ) -> httpx.Client:
     """A client for one source. ``transport``: a test's or the runtime's own (a mock, a fault proxy); the
-    default sends over :class:`_DeadlineTransport`, whose socket waits see :func:`fetch`'s deadline."""
+    default sends over :class:`_DeadlineTransport`, whose socket waits see :func:`fetch`'s deadline.
+
+    httpx honours the environment's proxies (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``) only
+    for a transport it builds itself, so the default one mounts them here, on deadline transports too, as httpx
+    would: a source reachable only through the agency's proxy is reached through it."""
     limits = limits or HttpLimits()
     pool = httpx.Limits(max_connections=limits.max_connections, max_keepalive_connections=limits.max_connections)
+    mounts: dict[str, httpx.BaseTransport | None] | None = None
+    if transport is None:
+        transport = _DeadlineTransport(verify=verify, cert=cert, limits=pool)
+        mounts = {}
+        for pattern, url in get_environment_proxies().items():  # None: a NO_PROXY host, called directly
+            proxy = None if url is None else httpx.Proxy(url)
+            mounts[pattern] = None if proxy is None else _DeadlineTransport(verify=verify, cert=cert, limits=pool,
+                                                                            proxy=proxy)  # fmt: skip
     return httpx.Client(
         base_url=base_url,
         headers={"User-Agent": "kpi-gateway/0.1", **(headers or {})},
         timeout=httpx.Timeout(limits.read_timeout, connect=limits.connect_timeout),
         limits=pool,
         follow_redirects=False,
-        transport=transport or _DeadlineTransport(verify=verify, cert=cert, limits=pool),
+        transport=transport,
+        mounts=mounts,
         verify=verify,
         cert=cert,
     )
