@@ -593,3 +593,29 @@ def test_vxp_a_message_the_axis_cannot_deliver_is_quarantined_and_the_stream_goe
             assert state.statuses()[broken] == "fail"
         finally:
             rt.close()
+
+
+def test_vxp_an_http_error_on_a_message_still_fails_the_stream_and_fails_nothing_at_the_axis(tmp_path: Path) -> None:
+    """Only the axis's own refusal (its FAIL envelope) quarantines a message and acknowledges it ``fail``. An
+    HTTP-level error (here a 400 from whatever stands in front of the axis; a refused redirect or the size cap
+    alike) says nothing about the message, and a ``fail`` acknowledgement cannot be undone: the stream fails,
+    as before, and the message stays listed for the next run (the session review's note)."""
+    from datetime import date
+
+    from gateway.standins.vxp import VxpState, create_vxp_app
+    from tests.test_vxp import runtime as vxp_runtime
+    from tests.test_vxp import sync as vxp_sync
+
+    state = VxpState(start=date(2026, 10, 27), days=3, future_days=2)
+    with serve_in_thread(create_vxp_app(state)) as server:
+        rt = vxp_runtime(tmp_path, server.url)
+        try:
+            broken = sorted(state.ids("edoc"))[0]
+            state.withhold(broken, http_status=400)
+            report = vxp_sync(rt)
+            assert report.outcome == "failed" and "HTTP 400" in (report.streams[-1].error or ""), report
+            assert count(rt.db, "SELECT count(*) FROM quarantine") == 0
+            assert vxp_sync(rt).outcome == "failed"  # still listed, still refused: nothing was failed for good
+            assert state.statuses().get(broken) != "fail"
+        finally:
+            rt.close()

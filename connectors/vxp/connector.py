@@ -44,7 +44,7 @@ from gateway.errors import AuthError, ProtocolError, SourceUnavailable
 from gateway.http import HttpLimits, fetch
 from gateway.types import VN_TZ, SourceRecord, WorkItem
 
-__all__ = ["MalformedResponse", "VxpConnector"]
+__all__ = ["AxisRefused", "MalformedResponse", "VxpConnector"]
 
 
 class MalformedResponse(SourceUnavailable):
@@ -53,6 +53,10 @@ class MalformedResponse(SourceUnavailable):
     def __init__(self, message: str, *, body: bytes, source: str, where: str) -> None:
         super().__init__(message, source=source, where=where)
         self.body = body
+
+
+class AxisRefused(ProtocolError):
+    """The axis answered its own envelope with ``FAIL`` for a call (not an HTTP-level error)."""
 
 
 def _encode_cursor(ack: Sequence[str], fail: Sequence[str]) -> str:
@@ -156,7 +160,7 @@ class VxpConnector:
             if not isinstance(doc, dict) or doc.get("status") != "OK":
                 code = doc.get("ErrorCode") if isinstance(doc, dict) else None
                 desc = doc.get("ErrorDesc") if isinstance(doc, dict) else None
-                error = AuthError if str(code) in ("401", "403") else ProtocolError
+                error = AuthError if str(code) in ("401", "403") else AxisRefused
                 raise error(f"axis refused {method} (ErrorCode {code}: {desc})", source=self.name, where=method)
             return doc.get("data")
 
@@ -220,9 +224,10 @@ class VxpConnector:
             meta = dict(row)
             try:
                 data = self.call("getEdoc", {"docId": doc_id}, operation=f"{stream}-get")
-            except AuthError:
-                raise
-            except ProtocolError as exc:  # refused for this message alone, for good: it would block every run
+            except AxisRefused as exc:
+                # The axis's own answer that it cannot deliver this message: it would block every run. An
+                # HTTP-level error (a proxy's 4xx, a refused redirect, the size cap) says nothing about the
+                # message, and acknowledging it "fail" could not be undone: those still fail the stream.
                 problems.append(RecordProblem(key=doc_id, payload={"meta": meta},
                                               reason=f"the axis refused to deliver {doc_id}: {exc.message}",
                                               error_kind="ProtocolError"))  # fmt: skip

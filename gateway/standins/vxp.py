@@ -97,7 +97,7 @@ class VxpState:
         self._messages: list[Message] = []
         self._by_id: dict[str, Message] = {}
         self._failures: list[int] = []
-        self._withheld: set[str] = set()
+        self._withheld: dict[str, int] = {}
         self.refused = 0  # calls refused for a bad signature
         people = seed_data.people()
         codes = [a.code for a in seed_data.agencies()]
@@ -191,15 +191,17 @@ class VxpState:
             found = self._by_id.pop(doc_id)
             self._messages.remove(found)
 
-    def withhold(self, doc_id: str) -> None:
+    def withhold(self, doc_id: str, *, http_status: int = 200) -> None:
         """The axis keeps listing a message but can no longer deliver it (its stored packet is damaged):
-        ``getEdoc`` answers ``FAIL`` with ErrorCode 410, for good; ``updateStatus`` still works."""
+        ``getEdoc`` answers ``FAIL`` with ErrorCode 410, for good, under ``http_status`` (the axis's own answer
+        comes with 200; another status is what a proxy or gateway in front of it would send)."""
         with self._lock:
-            self._withheld.add(doc_id)
+            self._withheld[doc_id] = http_status
 
-    def withheld(self, doc_id: str) -> bool:
+    def withheld(self, doc_id: str) -> int | None:
+        """The HTTP status ``getEdoc`` of ``doc_id`` answers with, when it is withheld."""
         with self._lock:
-            return doc_id in self._withheld
+            return self._withheld.get(doc_id)
 
     def fail_next(self, n: int = 1, status: int = 503) -> None:
         with self._lock:
@@ -303,8 +305,9 @@ def create_vxp_app(state: VxpState) -> Starlette:
             found = state.message(values["docId"])
             if found is None:
                 return _answer(status=404, code="404", desc=f"docId {values['docId']} not found")
-            if state.withheld(found.doc_id):
-                return _answer(status=200, code="410", desc="Gói tin đã bị hỏng, không thể cung cấp")
+            withheld = state.withheld(found.doc_id)
+            if withheld is not None:
+                return _answer(status=withheld, code="410", desc="Gói tin đã bị hỏng, không thể cung cấp")
             return _answer(base64.b64encode(found.packet.encode()).decode())
         if method == "updateStatus":
             if values["status"] not in ("processing", "done", "fail"):
