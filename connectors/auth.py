@@ -180,12 +180,14 @@ class _OAuth2(_CachedToken):
 def _lifetime(value: Any, default: float, *, where: str) -> float:
     """A token's lifetime in seconds as the source states it (absent: ``default``); one that is not a positive
     number is the source's protocol error (``float("soon")`` escaped the sync engine as a ValueError)."""
-    if not value:  # absent, empty or 0: the configured default, as before
+    if value is None or value == "":
         return default
     try:
-        seconds = float(value)
+        seconds = math.nan if isinstance(value, bool) else float(value)
     except (TypeError, ValueError):
         seconds = math.nan
+    if seconds == 0:  # 0 or "0": the configured default, as before
+        return default
     if not math.isfinite(seconds) or seconds <= 0:
         raise ProtocolError(f"the token's lifetime is not a positive number of seconds: {str(value)[:50]!r}",
                             where=where)  # fmt: skip

@@ -532,6 +532,7 @@ def test_a_connector_bug_still_propagates_but_its_run_is_recorded_as_failed(
         ("oauth2", b'{"access_token": "t", "expires_in": "one hour"}'),
         ("oauth2", b'{"access_token": "t", "expires_in": -5}'),
         ("oauth2", b'["t"]'),
+        ("oauth2", b'{"access_token": "t", "expires_in": true}'),
     ],
 )
 def test_a_token_answer_the_gateway_cannot_read_is_a_protocol_error(kind: str, answer: bytes) -> None:
@@ -619,3 +620,11 @@ def test_vxp_an_http_error_on_a_message_still_fails_the_stream_and_fails_nothing
             assert state.statuses().get(broken) != "fail"
         finally:
             rt.close()
+
+
+@pytest.mark.parametrize("lifetime", ["0", 0, None, ""])
+def test_a_token_lifetime_of_zero_or_none_means_the_configured_default(lifetime: Any) -> None:
+    from connectors.auth import _lifetime
+
+    assert _lifetime(lifetime, 300.0, where="/token") == 300.0
+    assert _lifetime("3600", 300.0, where="/token") == 3600.0
