@@ -116,11 +116,18 @@ class _Holder:
 def _holders(ms: MappingSet, item: WorkItem, credit: CompiledRole, problems: list[MappingProblem]) -> list[_Holder]:
     out: list[_Holder] = []
     seen: set[str] = set()
+    people: set[str] = set()
     for p in item.participants:
         if p.role is not credit.role or p.user_id in seen:
             continue
         seen.add(p.user_id)
         person = ms.directory.resolve(item.id_system, p.user_id)
+        if person is not None:
+            # One person named under two of their ids (a renamed account) holds the role once: a second holder
+            # would be a second fact with the same natural key and would shrink everyone's split share.
+            if person.person_id in people:
+                continue
+            people.add(person.person_id)
         if person is None:
             problems.append(MappingProblem(
                 "unresolved_person",

@@ -1,0 +1,50 @@
+"""Session 6 review of the mapping engine: valuation, people, catalog import (each test failed before its fix)."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from gateway.mapping import load_mappings
+from gateway.types import VN_TZ, ItemKind, Participant, Role, WorkItem
+
+MINI = Path(__file__).parent / "fixtures" / "mapping" / "mini"
+RAW = {"content_hash": "abc123"}
+
+
+def at(day: int, month: int = 2, hour: int = 9) -> datetime:
+    return datetime(2026, month, day, hour, tzinfo=VN_TZ)
+
+
+def item(**kw: object) -> WorkItem:
+    base: dict[str, object] = {
+        "key": "ioffice:TEST:1", "kind": ItemKind.INCOMING_DOCUMENT, "source": "eoffice", "stream": "documents",
+        "record_key": "1", "agency": "TEST", "id_system": "ioffice", "doc_type": "Công văn", "received_at": at(2),
+        "due_at": at(10), "participants": (Participant("u2", Role.LEAD),),
+    }  # fmt: skip
+    base.update(kw)
+    return WorkItem(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def mini(tmp_path: Path) -> Path:
+    target = tmp_path / "mappings"
+    shutil.copytree(MINI, target)
+    return target
+
+
+def test_one_person_under_two_ids_is_one_holder(mini: Path) -> None:
+    """P2 holds ioffice ids u2 and u2old (a renamed account). Before: P2 got two co_handler facts with one
+    natural key and the split share was divided among three ids, so P3 got 1/6 instead of 1/4 of T-2's 0.5."""
+    ms = load_mappings(mini)
+    v = ms.value(item(participants=(Participant("u2", Role.LEAD), Participant("u3", Role.CO_HANDLER),
+                                    Participant("u2", Role.CO_HANDLER), Participant("u2old", Role.CO_HANDLER))),
+                 raw=RAW)  # fmt: skip
+    keys = [f.natural_key for f in v.facts]
+    assert len(keys) == len(set(keys))
+    co = {f.person_id: f.units for f in v.facts if f.role is Role.CO_HANDLER}
+    assert co == {"P2": Decimal("0.25"), "P3": Decimal("0.25")}
