@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway.mapping import load_mappings
+from gateway.mapping._cel import Expression, ExpressionError, ItemVars
 from gateway.types import VN_TZ, ItemKind, Participant, Role, WorkItem
 
 MINI = Path(__file__).parent / "fixtures" / "mapping" / "mini"
@@ -48,3 +49,20 @@ def test_one_person_under_two_ids_is_one_holder(mini: Path) -> None:
     assert len(keys) == len(set(keys))
     co = {f.person_id: f.units for f in v.facts if f.role is Role.CO_HANDLER}
     assert co == {"P2": Decimal("0.25"), "P3": Decimal("0.25")}
+
+
+def _task(attrs: dict[str, object]) -> ItemVars:
+    return ItemVars(WorkItem(key="k", kind=ItemKind.TASK, source="s", stream="t", record_key="1", agency="TEST",
+                             id_system="ioffice", attributes=attrs))  # fmt: skip
+
+
+def test_condition_memo_tells_true_from_one() -> None:
+    """Before: the memo keyed on values that compare equal across types (True == 1 == 1.0), so once an item
+    with ``flag: 1`` was seen, an item with ``flag: true`` got the memoized ``false``."""
+    condition = Expression("attrs.flag == true")
+    assert condition.evaluate(_task({"flag": 1})) is False
+    assert condition.evaluate(_task({"flag": True})) is True
+    quantity = Expression("attrs.pages / 10")
+    assert quantity.evaluate(_task({"pages": 15})) == 1
+    with pytest.raises(ExpressionError, match="float"):
+        quantity.evaluate(_task({"pages": 15.0}))  # CEL does not divide a double by an int: the fresh answer

@@ -93,10 +93,14 @@ VARIABLES: Mapping[str, tuple[str, Callable[[WorkItem], Any]]] = {
 
 
 def _freeze(value: Any) -> Any:
+    """A memo key for ``value``. Python's ``True == 1 == 1.0`` (one hash), but CEL tells them apart (``1 == true``
+    is false, ``15.0 > 10`` an error), so a number or boolean is keyed with its type."""
     if isinstance(value, dict):
         return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
     if isinstance(value, list):
         return tuple(_freeze(v) for v in value)
+    if isinstance(value, bool | int | float):
+        return (type(value), value)
     return value
 
 
