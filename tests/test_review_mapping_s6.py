@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from gateway.errors import ConfigError
 from gateway.mapping import load_mappings
 from gateway.mapping._cel import Expression, ExpressionError, ItemVars
+from gateway.mapping.people import parse_people
 from gateway.types import VN_TZ, ItemKind, Participant, Role, WorkItem
 
 MINI = Path(__file__).parent / "fixtures" / "mapping" / "mini"
@@ -66,3 +68,12 @@ def test_condition_memo_tells_true_from_one() -> None:
     assert quantity.evaluate(_task({"pages": 15})) == 1
     with pytest.raises(ExpressionError, match="float"):
         quantity.evaluate(_task({"pages": 15.0}))  # CEL does not divide a double by an int: the fresh answer
+
+
+def test_people_dangling_reports_to_names_line_and_column() -> None:
+    """Before: ``people.csv: reports_to: P2 reports to unknown P9``, without the line and column every other
+    problem has (``file:line:column: key: message``, docs/mappings.md), in an HR file of thousands of rows."""
+    header = "person_id,full_name,agency,unit,job_position,is_leader,reports_to,ioffice_id,onestop_user,edxml_staff\n"
+    with pytest.raises(ConfigError) as info:
+        parse_people(header + "P1,A,A,U,J,true,,u1,,\n\nP2,B,A,U,J,false,P9,u2,,\n", path=Path("people.csv"))
+    assert str(info.value) == "people.csv:4:7: reports_to: P2 reports to unknown P9"

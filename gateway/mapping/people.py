@@ -105,6 +105,7 @@ def parse_people(text: str, *, path: Path) -> PeopleDirectory:
     people: list[Person] = []
     ids: dict[str, dict[str, str]] = {system: {} for system in ID_COLUMNS}
     seen: set[str] = set()
+    lines: dict[str, int] = {}  # person_id -> its line, to name the line of a problem found after the last row
     for row in reader:
         line = reader.line_num
         pid = (row.get("person_id") or "").strip()
@@ -115,6 +116,7 @@ def parse_people(text: str, *, path: Path) -> PeopleDirectory:
             problems.append(f"{path}:{line}:1: person_id: {pid} appears twice")
             continue
         seen.add(pid)
+        lines[pid] = line
         flag = (row.get("is_leader") or "").strip().casefold()
         if flag not in _TRUE and flag not in _FALSE:
             col = header.index("is_leader") + 1
@@ -139,7 +141,8 @@ def parse_people(text: str, *, path: Path) -> PeopleDirectory:
                 ids[system][key] = pid
     for person in people:
         if person.reports_to and person.reports_to not in seen:
-            problems.append(f"{path}: reports_to: {person.person_id} reports to unknown {person.reports_to}")
+            problems.append(f"{path}:{lines[person.person_id]}:{header.index('reports_to') + 1}: reports_to: "
+                            f"{person.person_id} reports to unknown {person.reports_to}")
     if problems:
         raise ConfigError("\n".join(problems))
     digest = hashlib.blake2b(text.encode(), digest_size=4).hexdigest()
