@@ -12,6 +12,7 @@ import pytest
 from gateway.errors import ConfigError
 from gateway.mapping import load_mappings
 from gateway.mapping._cel import Expression, ExpressionError, ItemVars
+from gateway.mapping.catalog_io import products_from_rows
 from gateway.mapping.people import parse_people
 from gateway.types import VN_TZ, ItemKind, Participant, Role, WorkItem
 
@@ -77,3 +78,15 @@ def test_people_dangling_reports_to_names_line_and_column() -> None:
     with pytest.raises(ConfigError) as info:
         parse_people(header + "P1,A,A,U,J,true,,u1,,\n\nP2,B,A,U,J,false,P9,u2,,\n", path=Path("people.csv"))
     assert str(info.value) == "people.csv:4:7: reports_to: P2 reports to unknown P9"
+
+
+def test_catalog_import_refuses_a_fractional_group() -> None:
+    """Before: group ``2,5`` (or ``2.7``) became group 2 without a word, int() dropping the fraction."""
+    rows = [("Mã sản phẩm", "Nhiệm vụ", "Công việc chi tiết", "Sản phẩm đầu ra", "Nhóm", "Điểm"),
+            ("X-1", "Soạn thảo", "Dự thảo", "Tờ trình", "2,5", "150"),
+            ("X-2", "Soạn thảo", "Dự thảo", "Tờ trình", "2.0", "150"),
+            ("X-3", "Soạn thảo", "Dự thảo", "Tờ trình", "Infinity", "150")]  # fmt: skip
+    products, problems = products_from_rows(rows, where="dm.csv")
+    assert problems == ["dm.csv:R2:C5 (group): '2,5' is not a whole number",
+                        "dm.csv:R4:C5 (group): 'Infinity' is not a whole number"]  # before: OverflowError
+    assert [p["group"] for p in products if "group" in p] == [2]

@@ -102,6 +102,10 @@ def products_from_rows(rows: Iterable[Sequence[Any]], *, where: str) -> tuple[li
                 except InvalidOperation:
                     problems.append(f"{where}:R{number}:C{index + 1} ({name}): {cell!r} is not a number")
                     continue
+                if name == "group" and (not value.is_finite() or value != value.to_integral_value()):
+                    # A group is 1..5; int() would silently turn "2,5" into group 2 (a 200-point frame).
+                    problems.append(f"{where}:R{number}:C{index + 1} ({name}): {cell!r} is not a whole number")
+                    continue
                 if name in _SUB:
                     subs[name] = value
                 else:
