@@ -90,3 +90,31 @@ def test_catalog_import_refuses_a_fractional_group() -> None:
     assert problems == ["dm.csv:R2:C5 (group): '2,5' is not a whole number",
                         "dm.csv:R4:C5 (group): 'Infinity' is not a whole number"]  # before: OverflowError
     assert [p["group"] for p in products if "group" in p] == [2]
+
+
+def test_summary_deducts_the_delays_of_an_on_time_product(tmp_path: Path) -> None:
+    """DOMAIN.md §2: each delay deducts 25% of the product's timeliness points. Under the default policy
+    (missed_deadline, on_time_against: final) a deadline that passed before it was extended is a delay while the
+    product, done by the extended deadline, is on time. Before: on-time facts got full timeliness whatever their
+    delays (fact 1: 1, not 0.75), so the delay the policy counts changed nothing."""
+    from tests.api_support import fact, make_runtime, new_key, put, serve
+
+    runtime = make_runtime(f"sqlite:///{tmp_path / 's.db'}", tmp_path)
+    try:
+        with serve(runtime) as api:
+            key = new_key(runtime, "reader", ["SKHCN"])
+            put(runtime, [
+                fact(1, person="A", units="1", delays=1),                       # on time, one missed deadline
+                fact(2, person="A", units="1", delays=2, exempt=True,
+                     lineage={"exemptions": [{"applies_to": ["quality"]}]}),   # exempt from quality only
+                fact(3, person="A", units="1", delays=1, exempt=True,
+                     lineage={"exemptions": [{"applies_to": ["timeliness"]}]}),  # exempt from timeliness
+                fact(4, person="A", units="1"),                                 # on time, clean
+            ])  # fmt: skip
+            body = api.get("/v1/summaries", key, period="2026-01", group_by="person").json()
+    finally:
+        runtime.close()
+    (a,) = body["items"]
+    assert a["units"]["timeliness"] == "3.250000"  # 0.75 + 0.5 + 1 + 1
+    assert a["units"]["timeliness_deducted"] == "0.750000"
+    assert a["reference"]["c_timeliness_pct"] == "81.25"

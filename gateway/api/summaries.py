@@ -7,8 +7,10 @@ Per completed fact, with ``u`` its converted units (exact, integers of 1/10,000 
 - quality credit = ``u × (1 − 0.25 × failed_reviews)``, at least 0; full ``u`` when an exemption covering
   quality applies (``failed_reviews`` already counts returned drafts when the policy says
   ``returns_are_failed_reviews``);
-- timeliness credit = ``u`` when on time; when late, ``u × (1 − 0.25 × delays)`` (at least 0) if the policy says
-  ``late_products: deduct``, 0 if ``exclude``; full ``u`` when an exemption covering timeliness applies.
+- timeliness credit = ``u × (1 − 0.25 × delays)`` (at least 0) when on time (a deadline missed and then extended
+  is a delay of a product done by the extended one: each delay deducts 25% [law]) and, when late, if the policy
+  says ``late_products: deduct``; 0 when late if ``exclude``; full ``u`` when an exemption covering timeliness
+  applies.
 
 The policy is the agency's current one, except for closed months, which use the policy frozen at closing, so
 a closed period's summary is reproducible byte for byte. Totals are sums of exact quarter-units.
@@ -116,6 +118,7 @@ def _statements(keys: tuple[str, ...], given: tuple[str, ...], months: int,
     c = FACT.c
     u = c.units_scaled
     done = c.completed.is_(True)
+    on_time = done & c.on_time.is_(True)
     late = done & c.on_time.is_(False)
 
     def total(cond: Any, value: Any = _ONE) -> Any:
@@ -150,6 +153,7 @@ def _statements(keys: tuple[str, ...], given: tuple[str, ...], months: int,
         total(c.assigned.is_(True), u).label("u_assigned"), total(done, u).label("u_completed"),
         total(done & c.on_time.is_(True), u).label("u_on_time"), total(late, u).label("u_late"),
         total(done & c.exempt.is_(False), u * quarters_left(c.failed_reviews)).label("q_quality"),
+        total(on_time & c.exempt.is_(False), u * quarters_left(c.delays)).label("q_on_time"),
         total(late & c.exempt.is_(False), u * quarters_left(c.delays)).label("q_late"),
     ).where(*where).group_by(*grouping)  # fmt: skip
     exempt = select(*group, u, c.on_time, c.delays, c.failed_reviews, c.lineage).where(
@@ -219,17 +223,16 @@ def summarize(conn: Connection, *, scope: Scope, group_by: str, period: str, pol
         for name in _UNITS:
             acc.add(acc.scaled, name, getattr(r, f"u_{name}"))
         acc.quarters["quality"] += int(r.q_quality)
-        acc.quarters["timeliness"] += 4 * int(r.u_on_time) + (int(r.q_late) if pol["late_products"] == "deduct" else 0)
+        acc.quarters["timeliness"] += int(r.q_on_time) + (int(r.q_late) if pol["late_products"] == "deduct" else 0)
     for r in exempt_rows:
         acc = accs[tuple(r[i] for i in range(len(keys)))]
         units, covered = int(r.units_scaled), _exempt_from(r.lineage)
         deduct = policy(r.agency, r.period)["late_products"] == "deduct"
         acc.quarters["quality"] += 4 * units if "quality" in covered else units * max(0, 4 - r.failed_reviews)
-        if r.on_time is False:  # on-time exempt facts are already in the on-time credit
-            if "timeliness" in covered:
-                acc.quarters["timeliness"] += 4 * units
-            elif deduct:
-                acc.quarters["timeliness"] += units * max(0, 4 - r.delays)
+        if "timeliness" in covered:
+            acc.quarters["timeliness"] += 4 * units
+        elif r.on_time is True or deduct:
+            acc.quarters["timeliness"] += units * max(0, 4 - r.delays)
     return [_view(keys, key, accs[key], period, months) for key in sorted(accs, key=lambda k: [x or "" for x in k])]
 
 
