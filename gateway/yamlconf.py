@@ -63,12 +63,25 @@ def _collect_marks(node: yaml.Node, path: tuple[str | int, ...], marks: Marks) -
             _collect_marks(item, (*path, index), marks)
 
 
+def not_utf8(path: Path, exc: UnicodeDecodeError) -> ConfigError:
+    """The problem of a file that is not UTF-8 (Excel saves CSV in the Windows code page, cp1258 for Vietnamese),
+    at the line and column of its first undecodable byte, so the author is told what to fix and where."""
+    data = bytes(exc.object)
+    start = data.rfind(b"\n", 0, exc.start) + 1
+    line = data.count(b"\n", 0, exc.start) + 1
+    column = len(data[start:exc.start].decode("utf-8", errors="replace")) + 1
+    return ConfigError(f"{path}:{line}:{column}: byte 0x{data[exc.start]:02x} is not UTF-8 text; save the file as "
+                       "UTF-8 (in Excel: CSV UTF-8)")
+
+
 def load_yaml(path: Path) -> tuple[Any, Marks]:
     """Parse a YAML file; return the data and a map from key path to (line, column)."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, exc) from exc
     loader = _Loader(text)
     try:
         node = loader.get_single_node()  # parsed once: the node gives the marks and the data

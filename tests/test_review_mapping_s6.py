@@ -118,3 +118,31 @@ def test_summary_deducts_the_delays_of_an_on_time_product(tmp_path: Path) -> Non
     assert a["units"]["timeliness"] == "3.250000"  # 0.75 + 0.5 + 1 + 1
     assert a["units"]["timeliness_deducted"] == "0.750000"
     assert a["reference"]["c_timeliness_pct"] == "81.25"
+
+
+def test_a_file_not_in_utf8_is_a_problem_naming_file_and_line(mini: Path) -> None:
+    """Excel saves a CSV in the Windows code page (cp1258 for Vietnamese) unless told otherwise. Before: the
+    UnicodeDecodeError escaped load_mappings (not a ConfigError) and ``mappings check`` crashed with a traceback
+    naming no file; now it is a problem at the file, line and column of the first undecodable byte."""
+    from gateway.mapping.catalog_io import import_catalog
+    from gateway.mapping.check import check_mappings
+    from gateway.mapping.mappingset import MappingHolder
+
+    holder = MappingHolder(mini)
+    good = holder.current
+    people = mini / "people.csv"
+    people.write_bytes(people.read_text(encoding="utf-8").encode("cp1258", errors="replace"))
+    report = check_mappings(mini)
+    assert len(report.errors) == 1 and report.errors[0].startswith(f"{people}:2:")
+    assert "UTF-8" in report.errors[0]
+    with pytest.raises(ConfigError):
+        holder.reload()
+    assert holder.current is good
+    rules = mini / "rules" / "TEST.yaml"
+    rules.write_bytes(rules.read_text(encoding="utf-8").encode("cp1258", errors="replace"))
+    assert any(e.startswith(f"{rules}:") and "UTF-8" in e for e in check_mappings(mini).errors)
+    sheet = mini / "dm.csv"
+    sheet.write_bytes(b"M\xe3 s\xe1n ph\xe2m,Nhi\xeam v\xfa\n")  # "Mã sản phẩm,Nhiệm vụ" in a code page
+    with pytest.raises(ConfigError, match=r"dm\.csv:1:2: byte 0xe3 .*UTF-8"):
+        import_catalog(sheet, agency="TEST", version="2027.1", effective_from=datetime(2027, 1, 1).date(),
+                       standard_score=Decimal(10))  # fmt: skip

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from gateway.errors import ConfigError
 from gateway.mapping.catalog import CatalogFile
+from gateway.yamlconf import not_utf8
 
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("code", "Mã sản phẩm"), ("task", "Nhiệm vụ"), ("work", "Công việc chi tiết"), ("output", "Sản phẩm đầu ra"),
@@ -149,7 +150,10 @@ def import_catalog(path: Path, *, agency: str, version: str, effective_from: dat
                    approved_by: str | None = None) -> CatalogFile:  # fmt: skip
     """Read a catalog spreadsheet (``.xlsx`` or ``.csv``); every problem named by sheet, row and column."""
     if path.suffix.lower() == ".csv":
-        text = path.read_text(encoding="utf-8-sig")
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise not_utf8(path, exc) from exc
         rows: list[Sequence[Any]] = list(csv.reader(io.StringIO(text)))
         where = str(path)
     else:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.errors import ConfigError
+from gateway.yamlconf import not_utf8
 
 ID_COLUMNS: Mapping[str, str] = {"ioffice": "ioffice_id", "onestop": "onestop_user", "edxml": "edxml_staff"}
 REQUIRED_COLUMNS = ("person_id", "full_name", "agency", "unit", "job_position", "is_leader", "reports_to")
@@ -154,6 +155,8 @@ def load_people(path: Path) -> PeopleDirectory:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the people directory: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, exc) from exc
     return parse_people(text, path=path)
 
 
