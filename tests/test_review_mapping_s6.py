@@ -146,3 +146,14 @@ def test_a_file_not_in_utf8_is_a_problem_naming_file_and_line(mini: Path) -> Non
     with pytest.raises(ConfigError, match=r"dm\.csv:1:2: byte 0xe3 .*UTF-8"):
         import_catalog(sheet, agency="TEST", version="2027.1", effective_from=datetime(2027, 1, 1).date(),
                        standard_score=Decimal(10))  # fmt: skip
+
+
+def test_people_rows_of_empty_cells_are_blank_lines() -> None:
+    """A spreadsheet saved as CSV keeps its formatted empty rows as lines of commas. Before: each was
+    ``person_id: empty`` and the whole directory was refused; blank lines were skipped only when truly empty."""
+    header = "person_id,full_name,agency,unit,job_position,is_leader,reports_to,ioffice_id,onestop_user,edxml_staff\n"
+    text = "\ufeff" + header + "P1,Lãnh Đạo Một,A,U,J,có,,u1,,\n,,,,,,,,,\n\r\n , ,,,,,,,,\n"
+    directory = parse_people(text, path=Path("people.csv"))
+    assert len(directory) == 1 and directory.resolve("ioffice", "u1") is not None
+    with pytest.raises(ConfigError, match=r"people.csv:3:1: person_id: empty"):
+        parse_people(header + "P1,A,A,U,J,true,,u1,,\n,B,A,U,J,false,,u2,,\n", path=Path("people.csv"))

@@ -109,6 +109,8 @@ def parse_people(text: str, *, path: Path) -> PeopleDirectory:
     lines: dict[str, int] = {}  # person_id -> its line, to name the line of a problem found after the last row
     for row in reader:
         line = reader.line_num
+        if not any(isinstance(v, str) and v.strip() for v in row.values()):
+            continue  # a spreadsheet's empty row, saved as a line of commas: a blank line, not a person
         pid = (row.get("person_id") or "").strip()
         if not pid:
             problems.append(f"{path}:{line}:1: person_id: empty")
