@@ -157,3 +157,36 @@ def test_people_rows_of_empty_cells_are_blank_lines() -> None:
     assert len(directory) == 1 and directory.resolve("ioffice", "u1") is not None
     with pytest.raises(ConfigError, match=r"people.csv:3:1: person_id: empty"):
         parse_people(header + "P1,A,A,U,J,true,,u1,,\n,B,A,U,J,false,,u2,,\n", path=Path("people.csv"))
+
+
+def test_a_month_closed_before_on_time_delays_deducted_keeps_its_summary(tmp_path: Path) -> None:
+    """A closed month's summary is reproducible byte for byte. Its policy was frozen at closing; one frozen
+    before on-time products' delays were deducted has no ``on_time_delays`` member, and its month keeps the
+    arithmetic it was closed under (full timeliness for an on-time product). An open month, and a month closed
+    now, deduct them."""
+    from gateway.store.periods import close_period
+    from tests.api_support import NOW, fact, make_runtime, new_key, put, serve
+
+    runtime = make_runtime(f"sqlite:///{tmp_path / 's.db'}", tmp_path)
+    try:
+        put(runtime, [fact(n, person="A", units="1", delays=1, period=p) for n, p in ((1, "2026-01"), (2, "2026-02"))])
+        legacy = {"scoring_period": "month", "late_products": "deduct", "delay": "missed_deadline",
+                  "days_per_delay": 1, "on_time_against": "final", "returns_are_failed_reviews": True,
+                  "deduction_per_failed_review": "0.25", "deduction_per_delay": "0.25"}  # fmt: skip
+        with runtime.db.begin() as conn:  # as a gateway before this change froze it
+            close_period(conn, agency="SKHCN", period="2026-01", by="t", policy=legacy, now=NOW)
+        with serve(runtime) as api:
+            key = new_key(runtime, "reader", ["SKHCN"])
+
+            def timeliness(period: str) -> str:
+                (a,) = api.get("/v1/summaries", key, period=period, group_by="person").json()["items"]
+                return str(a["units"]["timeliness"])
+
+            assert timeliness("2026-01") == "1.000000"  # closed under the old arithmetic: unchanged
+            assert timeliness("2026-02") == "0.750000"  # open: the delay deducts 25 %
+            closed = api.http.post("/v1/periods/SKHCN/2026-02/close", headers={"X-API-Key": new_key(
+                runtime, "admin", ["SKHCN"], ("read_facts", "admin"))})  # fmt: skip
+            assert closed.status_code in (200, 201), closed.text
+            assert timeliness("2026-02") == "0.750000"  # closed now: frozen with the new member
+    finally:
+        runtime.close()

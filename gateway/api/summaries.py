@@ -223,12 +223,18 @@ def summarize(conn: Connection, *, scope: Scope, group_by: str, period: str, pol
         for name in _UNITS:
             acc.add(acc.scaled, name, getattr(r, f"u_{name}"))
         acc.quarters["quality"] += int(r.q_quality)
-        acc.quarters["timeliness"] += int(r.q_on_time) + (int(r.q_late) if pol["late_products"] == "deduct" else 0)
+        # full credit for on-time products (exempt ones included) under a policy frozen before their delays
+        # were deducted: a closed month keeps the arithmetic it was closed under
+        on_time = int(r.q_on_time) if _deducts_on_time_delays(pol) else 4 * int(r.u_on_time)
+        acc.quarters["timeliness"] += on_time + (int(r.q_late) if pol["late_products"] == "deduct" else 0)
     for r in exempt_rows:
         acc = accs[tuple(r[i] for i in range(len(keys)))]
         units, covered = int(r.units_scaled), _exempt_from(r.lineage)
-        deduct = policy(r.agency, r.period)["late_products"] == "deduct"
+        pol = policy(r.agency, r.period)
+        deduct = pol["late_products"] == "deduct"
         acc.quarters["quality"] += 4 * units if "quality" in covered else units * max(0, 4 - r.failed_reviews)
+        if r.on_time is not False and not _deducts_on_time_delays(pol):
+            continue  # already in the on-time credit above
         if "timeliness" in covered:
             acc.quarters["timeliness"] += 4 * units
         elif r.on_time is True or deduct:
@@ -277,10 +283,19 @@ def _view(keys: tuple[str, ...], key: tuple[Any, ...], acc: _Acc, period: str, m
 
 
 def policy_summary(policy: Any) -> dict[str, Any]:
-    """What of a :class:`~gateway.mapping.policy.ScoringPolicy` a summary depends on (frozen at closing)."""
+    """What of a :class:`~gateway.mapping.policy.ScoringPolicy` a summary depends on (frozen at closing).
+
+    ``on_time_delays: deduct``: an on-time product's delays deduct from its timeliness too (session 6; DOMAIN.md
+    §2, each delay deducts 25 %). Policies frozen before it lack the member, and their months keep full
+    timeliness for on-time products, so a closed month's summary stays what it was when it was closed."""
     return {
         "scoring_period": policy.scoring_period, "late_products": policy.late_products,
         "delay": policy.delay.count.value, "days_per_delay": policy.delay.days_per_delay,
         "on_time_against": policy.on_time_against, "returns_are_failed_reviews": policy.returns_are_failed_reviews,
         "deduction_per_failed_review": str(DEDUCTION), "deduction_per_delay": str(DEDUCTION),
+        "on_time_delays": "deduct",
     }  # fmt: skip
+
+
+def _deducts_on_time_delays(policy: Mapping[str, Any]) -> bool:
+    return policy.get("on_time_delays") == "deduct"
