@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine, text
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
 
 
 def fact_state(db: Engine) -> dict[str, tuple[str, str]]:
@@ -45,3 +48,12 @@ def facts_where(db: Engine, **equals: Any) -> list[dict[str, Any]]:
         stmt = stmt.where(FACT.c[column] == value)
     with db.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(stmt)]
+
+
+def run_source(runtime: Runtime, source: str) -> Any:
+    """Sync ``source`` once with the runtime's engine, closing its connector afterwards; the run's report."""
+    connector = runtime.connector(source)
+    try:
+        return runtime.sync.run(connector)
+    finally:
+        connector.close()

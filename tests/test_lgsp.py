@@ -17,7 +17,7 @@ from gateway.standins.lgsp import SANDBOX_CLIENT_SECRET, LgspState, create_lgsp_
 from gateway.standins.server import RunningServer, serve_in_thread
 from gateway.types import VN_TZ
 from tests.contract.support import ROOT, context, source_file
-from tests.spine_support import count, facts_where, rows
+from tests.spine_support import count, facts_where, rows, run_source
 
 
 @pytest.fixture
@@ -36,11 +36,7 @@ def runtime(tmp_path: Path, url: str, edit: Any = None, **env: str) -> Runtime:
 
 
 def sync(rt: Runtime) -> Any:
-    connector = rt.connector("lgsp")
-    try:
-        return rt.sync.run(connector)
-    finally:
-        connector.close()
+    return run_source(rt, "lgsp")
 
 
 @pytest.mark.parametrize("client_auth", ["basic", "form"])

@@ -14,24 +14,8 @@ from gateway.mapping import load_mappings
 from gateway.mapping._cel import Expression, ExpressionError, ItemVars
 from gateway.mapping.catalog_io import products_from_rows
 from gateway.mapping.people import parse_people
-from gateway.types import VN_TZ, ItemKind, Participant, Role, WorkItem
-
-MINI = Path(__file__).parent / "fixtures" / "mapping" / "mini"
-RAW = {"content_hash": "abc123"}
-
-
-def at(day: int, month: int = 2, hour: int = 9) -> datetime:
-    return datetime(2026, month, day, hour, tzinfo=VN_TZ)
-
-
-def item(**kw: object) -> WorkItem:
-    base: dict[str, object] = {
-        "key": "ioffice:TEST:1", "kind": ItemKind.INCOMING_DOCUMENT, "source": "eoffice", "stream": "documents",
-        "record_key": "1", "agency": "TEST", "id_system": "ioffice", "doc_type": "Công văn", "received_at": at(2),
-        "due_at": at(10), "participants": (Participant("u2", Role.LEAD),),
-    }  # fmt: skip
-    base.update(kw)
-    return WorkItem(**base)  # type: ignore[arg-type]
+from gateway.types import ItemKind, Participant, Role, WorkItem
+from tests.test_mapping_value import MINI, RAW, item
 
 
 @pytest.fixture

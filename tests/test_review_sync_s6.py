@@ -26,7 +26,7 @@ from gateway.settings import Settings
 from gateway.standins.server import RunningServer, serve_in_thread
 from gateway.types import VN_TZ
 from tests.conftest import ROOT, write_eoffice_source
-from tests.spine_support import count, rows
+from tests.spine_support import count, rows, run_source
 
 START = datetime(2026, 9, 1, 8, 0, tzinfo=VN_TZ)
 FORMAT = "%d/%m/%Y %H:%M:%S"
@@ -111,11 +111,7 @@ def make_runtime(tmp_path: Path) -> Iterator[Callable[..., Runtime]]:
 
 
 def _sync(runtime: Runtime) -> Any:
-    connector = runtime.connector("acme")
-    try:
-        return runtime.sync.run(connector)
-    finally:
-        connector.close()
+    return run_source(runtime, "acme")
 
 
 # -- 1. keyset paging and a record whose cursor value does not parse ----------------------------------------
